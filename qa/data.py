@@ -1,0 +1,304 @@
+"""Raw SQuAD examples from the hub or from local files, checked record by record.
+
+Every loader returns a `datasets.Dataset` with the columns of the hub's `squad`:
+``id``, ``title``, ``context``, ``question`` and
+``answers = {"text": [...], "answer_start": [...]}``.
+
+Local files may be the official nested SQuAD JSON
+(``{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}``) or flat
+records with those columns as JSON lines, a JSON list, CSV (``answers`` as a JSON
+string) or Parquet. Bad data stops with one line naming the file, the record and
+the field; for training, answers whose ``answer_start`` does not point at their
+text are skipped and counted instead, since they would teach a wrong span.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qa.errors import QAError, record_error
+
+if TYPE_CHECKING:
+    import datasets
+
+REQUIRED_FIELDS = ("id", "context", "question", "answers")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+@dataclass
+class LoadReport:
+    """What loading kept and skipped, for logs and tests."""
+
+    source: str
+    kept: int
+    skipped_misaligned: int = 0
+    skipped_unanswered: int = 0
+
+
+def squad_features() -> datasets.Features:
+    """The column types of the hub's `squad` dataset."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "title": datasets.Value("string"),
+            "context": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "answers": {
+                "text": datasets.List(datasets.Value("string")),
+                "answer_start": datasets.List(datasets.Value("int32")),
+            },
+        }
+    )
+
+
+def load_examples(
+    dataset: str = "squad",
+    split: str = "train",
+    file: str | os.PathLike[str] | None = None,
+    *,
+    for_training: bool,
+    max_samples: int | None = None,
+    report: list[LoadReport] | None = None,
+) -> datasets.Dataset:
+    """Load one split of raw examples: from ``file`` when given, else the hub.
+
+    ``for_training`` decides what happens to answers that do not match their
+    context: skipped (and counted on stderr) for training, kept for evaluation
+    where only the answer text is scored. ``max_samples`` keeps the first N
+    records after validation. A ``report`` list, when given, receives a
+    `LoadReport`.
+    """
+    import datasets
+
+    if file is not None:
+        source = str(file)
+        records = read_local_records(Path(file))
+    else:
+        source = f"{dataset}[{split}]"
+        records = _hub_records(dataset, split)
+    columns, load_report = validate_records(records, source, for_training=for_training)
+    if max_samples is not None:
+        columns = {name: values[:max_samples] for name, values in columns.items()}
+        load_report.kept = len(columns["id"])
+    if report is not None:
+        report.append(load_report)
+    return datasets.Dataset.from_dict(columns, features=squad_features())
+
+
+def read_local_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    """Yield ``(record label, flat record)`` pairs from a local file of any supported format."""
+    if not path.is_file():
+        raise QAError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _json_records(path)
+    if suffix == ".jsonl":
+        return _jsonl_records(path)
+    if suffix == ".csv":
+        return _csv_records(path)
+    if suffix == ".parquet":
+        return _parquet_records(path)
+    raise QAError(f"{path}: unsupported file type '{suffix}' (use one of {', '.join(LOCAL_SUFFIXES)})")
+
+
+def _json_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise QAError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise QAError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if isinstance(document, dict) and "data" in document:
+        return _nested_squad_records(path, document["data"])
+    if isinstance(document, list):
+        return ((index, record) for index, record in enumerate(document))
+    raise QAError(f'{path}: expected the nested SQuAD format ({{"data": [...]}}) or a JSON list of records')
+
+
+def _nested_squad_records(path: Path, articles: Any) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    """Flatten ``data -> paragraphs -> qas`` into one record per question."""
+    if not isinstance(articles, list):
+        raise QAError(f"{path}: field 'data' must be a list of articles")
+    for article_index, article in enumerate(articles):
+        where = f"data[{article_index}]"
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise QAError(f"{path}: record {where}, field 'paragraphs': missing or not a list")
+        title = article.get("title", "")
+        for paragraph_index, paragraph in enumerate(article["paragraphs"]):
+            where = f"data[{article_index}].paragraphs[{paragraph_index}]"
+            if not isinstance(paragraph, dict):
+                raise QAError(f"{path}: record {where}: not an object")
+            for field in ("context", "qas"):
+                if field not in paragraph:
+                    raise QAError(f"{path}: record {where}, field '{field}': missing")
+            if not isinstance(paragraph["qas"], list):
+                raise QAError(f"{path}: record {where}, field 'qas': not a list")
+            for qa_index, qa in enumerate(paragraph["qas"]):
+                label: str | int = f"{where}.qas[{qa_index}]"
+                if not isinstance(qa, dict):
+                    raise QAError(f"{path}: record {label}: not an object")
+                if isinstance(qa.get("id"), str):
+                    label = qa["id"]
+                answers = qa.get("answers")
+                if not isinstance(answers, list):
+                    raise record_error(str(path), label, "answers", "missing or not a list")
+                texts, starts = [], []
+                for answer in answers:
+                    if not isinstance(answer, dict) or "text" not in answer or "answer_start" not in answer:
+                        raise record_error(str(path), label, "answers", "each answer needs 'text' and 'answer_start'")
+                    texts.append(answer["text"])
+                    starts.append(answer["answer_start"])
+                record = {
+                    "id": qa.get("id"),
+                    "title": title,
+                    "context": paragraph["context"],
+                    "question": qa.get("question"),
+                    "answers": {"text": texts, "answer_start": starts},
+                }
+                yield label, record
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise QAError(f"{path}: line {line_number}: invalid JSON ({error.msg})") from None
+            yield f"line {line_number}", record
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        for row_number, row in enumerate(csv.DictReader(handle), start=2):
+            if isinstance(row.get("answers"), str):
+                try:
+                    row["answers"] = json.loads(row["answers"])
+                except json.JSONDecodeError:
+                    label = row.get("id") or f"line {row_number}"
+                    raise record_error(str(path), label, "answers", "not a JSON object") from None
+            yield f"line {row_number}", row
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several unrelated types for bad files
+        raise QAError(f"{path}: not a readable Parquet file ({error})") from None
+    yield from enumerate(table.to_pylist())
+
+
+def _hub_records(name: str, split: str) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    import datasets
+
+    try:
+        hub_dataset = datasets.load_dataset(name, split=split)
+    except (ConnectionError, OSError) as error:
+        raise QAError(
+            f"could not load '{name}' split '{split}' from the Hugging Face hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no connection'}); offline, pass local files "
+            "instead, e.g. --train-file train-v1.1.json --validation-file dev-v1.1.json"
+        ) from None
+    except ValueError as error:
+        raise QAError(f"dataset '{name}' has no split '{split}' ({error})") from None
+    yield from enumerate(hub_dataset)
+
+
+def validate_records(
+    records: Iterator[tuple[str | int, dict[str, Any]]], source: str, *, for_training: bool
+) -> tuple[dict[str, list[Any]], LoadReport]:
+    """Check every record and return the kept ones as columns.
+
+    Raises `QAError` for records that cannot be used at all; for training,
+    answers misaligned with their context and records without an answer are
+    skipped and reported on stderr.
+    """
+    columns: dict[str, list[Any]] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
+    seen_ids: dict[str, str | int] = {}
+    report = LoadReport(source=source, kept=0)
+    first_skipped: str | None = None
+    for label, record in records:
+        if not isinstance(record, dict):
+            raise QAError(f"{source}: record {label!r}: not an object")
+        for field in REQUIRED_FIELDS:
+            if field not in record or record[field] is None:
+                raise record_error(source, label, field, "missing")
+        record_id = record["id"]
+        if not isinstance(record_id, str) or not record_id.strip():
+            if isinstance(record_id, int) and not isinstance(record_id, bool):
+                record_id = str(record_id)
+            else:
+                raise record_error(source, label, "id", "must be a non-empty string")
+        label = record_id
+        for field in ("question", "context"):
+            if not isinstance(record[field], str):
+                raise record_error(source, label, field, "must be a string")
+            if not record[field].strip():
+                raise record_error(source, label, field, "is empty")
+        if record_id in seen_ids:
+            raise record_error(source, label, "id", "duplicate id (also used by an earlier record)")
+        seen_ids[record_id] = label
+        texts, starts = _check_answers(record["answers"], source, label)
+        context = record["context"]
+        aligned = [context[start : start + len(text)] == text for text, start in zip(texts, starts, strict=True)]
+        if for_training:
+            if not texts:
+                report.skipped_unanswered += 1
+                continue
+            if not all(aligned):
+                report.skipped_misaligned += 1
+                first_skipped = first_skipped or f"{record_id!r}"
+                continue
+        elif not texts:
+            raise record_error(source, label, "answers", "has no answer text to score against")
+        title = record.get("title")
+        columns["id"].append(record_id)
+        columns["title"].append(title if isinstance(title, str) else "")
+        columns["context"].append(context)
+        columns["question"].append(record["question"])
+        columns["answers"].append({"text": texts, "answer_start": starts})
+    report.kept = len(columns["id"])
+    if report.kept == 0:
+        raise QAError(f"{source}: no usable records")
+    if report.skipped_misaligned or report.skipped_unanswered:
+        print(
+            f"warning: {source}: skipped {report.skipped_misaligned} training record(s) whose answer_start does "
+            f"not point at the answer text (first: {first_skipped}) and {report.skipped_unanswered} without an "
+            f"answer; kept {report.kept}",
+            file=sys.stderr,
+        )
+    return columns, report
+
+
+def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[str], list[int]]:
+    if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
+        raise record_error(source, label, "answers", "must be an object with 'text' and 'answer_start' lists")
+    texts, starts = answers["text"], answers["answer_start"]
+    if not isinstance(texts, list) or not isinstance(starts, list):
+        raise record_error(source, label, "answers", "'text' and 'answer_start' must be lists")
+    if len(texts) != len(starts):
+        raise record_error(source, label, "answers", f"{len(texts)} texts but {len(starts)} answer_start values")
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise record_error(source, label, "answers.text", "must be a non-empty string")
+    clean_starts = []
+    for start in starts:
+        if isinstance(start, str) and start.strip().lstrip("-").isdigit():
+            start = int(start)
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise record_error(source, label, "answers.answer_start", f"must be a non-negative integer, got {start!r}")
+        clean_starts.append(start)
+    return texts, clean_starts

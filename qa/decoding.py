@@ -1,0 +1,163 @@
+"""Turn start/end logits over the windows of each example into answer spans.
+
+The rule is the one of the Hugging Face QA recipes, applied to all windows at
+once with numpy instead of a Python loop over windows and position pairs: in
+each window take the ``n_best`` start and ``n_best`` end positions by logit,
+drop pairs with a position outside the context, an end before its start or
+more than ``max_answer_length`` tokens, score a pair by start logit + end
+logit, and keep the best-scoring pair over all windows of the example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+N_BEST = 20
+MAX_ANSWER_LENGTH = 30
+NOT_CONTEXT = -1  # offset value marking a token outside the context (or padding)
+
+
+@dataclass
+class Candidate:
+    """One answer span: text, character offsets [start, end) in the context, and scores."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    probability: float = 1.0
+
+
+@dataclass
+class Prediction:
+    """The best span of one example, with its n-best list when asked for."""
+
+    text: str
+    start: int
+    end: int
+    score: float | None
+    nbest: list[Candidate] = field(default_factory=list)
+
+
+def pad_ragged(flat: np.ndarray, lengths: np.ndarray, fill: float | int) -> np.ndarray:
+    """Lay rows of different lengths (concatenated in ``flat``) into one padded array."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    width = int(lengths.max()) if len(lengths) else 0
+    padded = np.full((len(lengths), width, *flat.shape[1:]), fill, dtype=flat.dtype)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    padded[mask] = flat
+    return padded
+
+
+def decode_spans(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    offsets: np.ndarray,
+    window_example: np.ndarray,
+    contexts: list[str],
+    n_best: int = N_BEST,
+    max_answer_length: int = MAX_ANSWER_LENGTH,
+    with_nbest: bool = False,
+) -> list[Prediction]:
+    """Best answer span of every example, over all of its windows.
+
+    Args:
+        start_logits, end_logits: ``[windows, length]``; positions past a
+            window's end hold ``-inf``.
+        offsets: ``[windows, length, 2]`` character offsets in the context,
+            ``NOT_CONTEXT`` for tokens outside the context and for padding.
+        window_example: ``[windows]`` index into ``contexts`` of each window's
+            example; the windows of an example appear in their order.
+        contexts: the context of every example.
+        with_nbest: also return each example's ``n_best`` spans with softmax
+            probabilities over their scores.
+
+    An example without any valid span gets the empty text and score None.
+    """
+    num_windows, length = start_logits.shape
+    k = min(n_best, length)
+    in_context = offsets[..., 0] != NOT_CONTEXT
+    # Stable sort on the negated logits: among equal logits the lower position comes first.
+    start_top = np.argsort(-start_logits, axis=1, kind="stable")[:, :k]
+    end_top = np.argsort(-end_logits, axis=1, kind="stable")[:, :k]
+    rows = np.arange(num_windows)[:, None]
+    pair_scores = (start_logits[rows, start_top][:, :, None] + end_logits[rows, end_top][:, None, :]).astype(np.float64)
+    span_length = end_top[:, None, :] - start_top[:, :, None] + 1
+    valid = (
+        in_context[rows, start_top][:, :, None]
+        & in_context[rows, end_top][:, None, :]
+        & (span_length >= 1)
+        & (span_length <= max_answer_length)
+    )
+    pair_scores = np.where(valid, pair_scores, -np.inf).reshape(num_windows, k * k)
+
+    # Best pair per window, then best window per example (first among equal scores).
+    window_best = pair_scores.argmax(axis=1)
+    window_score = pair_scores[np.arange(num_windows), window_best]
+    order = np.lexsort((-window_score, window_example))
+    examples_with_windows, first = np.unique(window_example[order], return_index=True)
+    best_window = np.full(len(contexts), -1, dtype=np.int64)
+    best_window[examples_with_windows] = order[first]
+
+    predictions = []
+    for example, window in enumerate(best_window):
+        if window < 0 or not np.isfinite(window_score[window]):
+            predictions.append(Prediction(text="", start=0, end=0, score=None))
+            continue
+        pair = window_best[window]
+        start_char = int(offsets[window, start_top[window, pair // k], 0])
+        end_char = int(offsets[window, end_top[window, pair % k], 1])
+        predictions.append(
+            Prediction(
+                text=contexts[example][start_char:end_char],
+                start=start_char,
+                end=end_char,
+                score=float(window_score[window]),
+            )
+        )
+    if with_nbest:
+        _attach_nbest(predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best)
+    return predictions
+
+
+def _attach_nbest(
+    predictions: list[Prediction],
+    pair_scores: np.ndarray,
+    start_top: np.ndarray,
+    end_top: np.ndarray,
+    offsets: np.ndarray,
+    window_example: np.ndarray,
+    contexts: list[str],
+    n_best: int,
+) -> None:
+    k = start_top.shape[1]
+    windows_of: dict[int, list[int]] = {}
+    for window, example in enumerate(window_example.tolist()):
+        windows_of.setdefault(example, []).append(window)
+    for example, windows in windows_of.items():
+        scores = pair_scores[windows].reshape(-1)
+        ranked = np.argsort(-scores, kind="stable")[:n_best]
+        ranked = ranked[np.isfinite(scores[ranked])]
+        if not len(ranked):
+            continue
+        top = scores[ranked]
+        probabilities = np.exp(top - top.max())
+        probabilities /= probabilities.sum()
+        candidates = []
+        for flat, probability in zip(ranked.tolist(), probabilities.tolist()):
+            window = windows[flat // (k * k)]
+            pair = flat % (k * k)
+            start_char = int(offsets[window, start_top[window, pair // k], 0])
+            end_char = int(offsets[window, end_top[window, pair % k], 1])
+            candidates.append(
+                Candidate(
+                    text=contexts[example][start_char:end_char],
+                    start=start_char,
+                    end=end_char,
+                    score=float(scores[flat]),
+                    probability=probability,
+                )
+            )
+        predictions[example].nbest = candidates

@@ -1,0 +1,79 @@
+"""Where the computation runs: device, mixed precision and torchrun process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class Runtime:
+    """The device and process layout of this run (world size 1 without torchrun)."""
+
+    device: torch.device
+    precision: str  # resolved: fp32, bf16 or fp16
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> Any:
+        """One autocast context for every precision: a no-op for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto`` picks bf16 on GPUs that support it, else fp16 on CUDA, and fp32 on CPU."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if device.type != "cuda":
+        # CPU autocast is slower than fp32 for these models and changes results; keep fp32.
+        return "fp32"
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return requested
+
+
+def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and start the process group if set."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is not None:
+        chosen = torch.device(device)
+    elif torch.cuda.is_available():
+        chosen = torch.device("cuda", local_rank)
+    else:
+        chosen = torch.device("cpu")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return Runtime(chosen, resolve_precision(precision, chosen), rank, world_size, local_rank)
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        torch.distributed.barrier()
+
+
+def shutdown(runtime: Runtime) -> None:
+    if runtime.distributed and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

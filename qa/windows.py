@@ -1,0 +1,191 @@
+"""Windows of a whole split, stored ragged: memory follows real tokens, not max_length.
+
+`build_train_windows` and `build_eval_windows` run the batched feature
+functions of `qa.features` over a `datasets.Dataset` in chunks and keep the
+results as flat numpy arrays plus per-window lengths. Training windows are
+cached on disk, keyed by the examples, the tokenizer and the window settings,
+so a second run does not tokenise again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.decoding import NOT_CONTEXT
+from qa.features import prepare_eval_features, prepare_train_features
+
+CHUNK_EXAMPLES = 1000
+# Bump when the feature code changes what it produces, so old caches are not reused.
+FEATURES_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("QA_CACHE_DIR", Path.home() / ".cache" / "qa-squad"))
+
+
+@dataclass
+class TrainWindows:
+    """Labelled training windows; window ``w`` is ``input_ids[starts[w]:starts[w] + lengths[w]]``."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    lengths: np.ndarray
+    start_positions: np.ndarray
+    end_positions: np.ndarray
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
+class EvalWindows:
+    """Evaluation windows with the offsets and example mapping the decoder needs."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    lengths: np.ndarray
+    offsets: np.ndarray  # [tokens, 2], NOT_CONTEXT outside the context
+    window_example: np.ndarray  # index into example_ids / contexts
+    example_ids: list[str]
+    contexts: list[str]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def _flat(rows: list[list[int]], dtype: type) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype)
+
+
+def _chunks(columns: dict[str, list[Any]]) -> Any:
+    total = len(columns["context"])
+    for begin in range(0, total, CHUNK_EXAMPLES):
+        yield {name: values[begin : begin + CHUNK_EXAMPLES] for name, values in columns.items()}
+
+
+def build_train_windows(
+    examples: Any,
+    tokenizer: Any,
+    max_length: int,
+    stride: int,
+    max_question_length: int = 64,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> TrainWindows:
+    """Tokenise ``examples`` into labelled windows, reusing a disk cache when one matches."""
+    columns = {name: examples[name] for name in ("id", "question", "context", "answers")}
+    cache_file = None
+    if cache_dir is not None:
+        key = _cache_key(columns, tokenizer, max_length, stride, max_question_length)
+        cache_file = Path(cache_dir) / f"train-windows-{key}.npz"
+        if cache_file.is_file():
+            with np.load(cache_file) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            arrays.setdefault("token_type_ids", None)
+            return TrainWindows(**arrays)
+    parts: dict[str, list[np.ndarray]] = {field.name: [] for field in fields(TrainWindows)}
+    for chunk in _progress(_chunks(columns), len(columns["id"]), progress, "tokenising train"):
+        features = prepare_train_features(chunk, tokenizer, max_length, stride, max_question_length)
+        parts["input_ids"].append(_flat(features["input_ids"], np.int32))
+        if "token_type_ids" in features:
+            parts["token_type_ids"].append(_flat(features["token_type_ids"], np.int8))
+        parts["lengths"].append(np.array([len(ids) for ids in features["input_ids"]], dtype=np.int32))
+        parts["start_positions"].append(np.array(features["start_positions"], dtype=np.int64))
+        parts["end_positions"].append(np.array(features["end_positions"], dtype=np.int64))
+    arrays = {name: (np.concatenate(chunks) if chunks else None) for name, chunks in parts.items()}
+    windows = TrainWindows(**arrays)
+    if cache_file is not None:
+        stored = {name: value for name, value in arrays.items() if value is not None}
+        _atomic_savez(cache_file, stored)
+    return windows
+
+
+def build_eval_windows(
+    examples: Any,
+    tokenizer: Any,
+    max_length: int,
+    stride: int,
+    max_question_length: int = 64,
+    progress: bool = False,
+) -> EvalWindows:
+    """Tokenise ``examples`` (needs ``id``, ``question``, ``context``) into evaluation windows."""
+    columns = {name: list(examples[name]) for name in ("id", "question", "context")}
+    index_of = {example_id: index for index, example_id in enumerate(columns["id"])}
+    input_ids, token_types, lengths, offsets, window_example = [], [], [], [], []
+    for chunk in _progress(_chunks(columns), len(columns["id"]), progress, "tokenising eval"):
+        features = prepare_eval_features(chunk, tokenizer, max_length, stride, max_question_length)
+        input_ids.append(_flat(features["input_ids"], np.int32))
+        if "token_type_ids" in features:
+            token_types.append(_flat(features["token_type_ids"], np.int8))
+        lengths.append(np.array([len(ids) for ids in features["input_ids"]], dtype=np.int32))
+        none = (NOT_CONTEXT, NOT_CONTEXT)
+        flat_offsets = [offset if offset is not None else none for row in features["offset_mapping"] for offset in row]
+        offsets.append(np.array(flat_offsets, dtype=np.int32).reshape(-1, 2))
+        window_example.append(np.array([index_of[example_id] for example_id in features["example_id"]], dtype=np.int64))
+    return EvalWindows(
+        input_ids=np.concatenate(input_ids),
+        token_type_ids=np.concatenate(token_types) if token_types else None,
+        lengths=np.concatenate(lengths),
+        offsets=np.concatenate(offsets),
+        window_example=np.concatenate(window_example),
+        example_ids=columns["id"],
+        contexts=columns["context"],
+    )
+
+
+def _progress(chunks: Any, total_examples: int, enabled: bool, description: str) -> Any:
+    if not enabled:
+        return chunks
+    from tqdm import tqdm
+
+    return tqdm(chunks, total=-(-total_examples // CHUNK_EXAMPLES), desc=description, unit="chunk")
+
+
+def _cache_key(
+    columns: dict[str, list[Any]], tokenizer: Any, max_length: int, stride: int, max_question_length: int
+) -> str:
+    digest = hashlib.sha256()
+    settings = {
+        "version": FEATURES_VERSION,
+        "max_length": max_length,
+        "stride": stride,
+        "max_question_length": max_question_length,
+        "tokenizer_class": type(tokenizer).__name__,
+        "padding_side": tokenizer.padding_side,
+        "model_input_names": list(tokenizer.model_input_names),
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    digest.update((backend.to_str() if backend is not None else repr(tokenizer.get_vocab())).encode())
+    for name in ("id", "question", "context"):
+        for value in columns[name]:
+            digest.update(value.encode())
+            digest.update(b"\0")
+    for answer in columns["answers"]:
+        digest.update(repr((answer["text"][:1], answer["answer_start"][:1])).encode())
+    return digest.hexdigest()[:24]
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        np.savez(handle, **arrays)
+        temporary = handle.name
+    os.replace(temporary, path)

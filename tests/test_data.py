@@ -1,0 +1,143 @@
+import copy
+import json
+
+import pytest
+from conftest import SQUAD_ARTICLES, write_squad_json
+
+from qa.data import load_examples
+from qa.errors import QAError
+
+
+def test_nested_squad_json_loads_with_hub_columns(squad_file):
+    report = []
+    examples = load_examples(file=squad_file, for_training=False, report=report)
+    assert examples.column_names == ["id", "title", "context", "question", "answers"]
+    assert examples["id"] == ["p1", "p2", "f1", "f2"]
+    assert examples[1]["answers"] == {"text": ["Seine", "the river Seine"], "answer_start": [82, 72]}
+    assert examples[2]["title"] == "Football"
+    assert report[0].kept == 4
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_flat_files_load_the_same_examples(tmp_path, squad_file, suffix):
+    records = [dict(row) for row in load_examples(file=squad_file, for_training=False)]
+    path = tmp_path / f"flat{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    elif suffix == ".json":
+        path.write_text(json.dumps(records))
+    elif suffix == ".csv":
+        import csv
+
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+            writer.writeheader()
+            for record in records:
+                writer.writerow({**record, "answers": json.dumps(record["answers"])})
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    loaded = load_examples(file=path, for_training=False)
+    assert [dict(row) for row in loaded] == records
+
+
+def test_max_samples_keeps_the_first_records(squad_file):
+    assert load_examples(file=squad_file, for_training=False, max_samples=2)["id"] == ["p1", "p2"]
+
+
+def error_of(path, for_training=False):
+    with pytest.raises(QAError) as caught:
+        load_examples(file=path, for_training=for_training)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_invalid_json_names_file_and_position(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"data": [\n{"title": "x",, }]}')
+    message = error_of(path)
+    assert str(path) in message and "line 2" in message
+
+
+def test_invalid_json_line_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = {"id": "a", "question": "q?", "context": "c", "answers": {"text": ["c"], "answer_start": [0]}}
+    path.write_text(json.dumps(good) + "\n{oops\n")
+    message = error_of(path)
+    assert str(path) in message and "line 2" in message
+
+
+def mutated(tmp_path, change):
+    articles = copy.deepcopy(SQUAD_ARTICLES)
+    change(articles)
+    return write_squad_json(tmp_path / "mutated.json", articles)
+
+
+def test_missing_question_names_record_and_field(tmp_path):
+    path = mutated(tmp_path, lambda a: a[0]["paragraphs"][0]["qas"][1].pop("question"))
+    message = error_of(path)
+    assert "'p2'" in message and "'question'" in message and "missing" in message
+
+
+def test_missing_context_names_paragraph(tmp_path):
+    path = mutated(tmp_path, lambda a: a[1]["paragraphs"][0].pop("context"))
+    message = error_of(path)
+    assert "data[1].paragraphs[0]" in message and "'context'" in message
+
+
+@pytest.mark.parametrize("field", ["question", "context"])
+def test_empty_question_or_context_is_refused(tmp_path, field):
+    def blank(articles):
+        if field == "question":
+            articles[1]["paragraphs"][0]["qas"][0]["question"] = "   "
+        else:
+            articles[1]["paragraphs"][0]["context"] = ""
+
+    message = error_of(mutated(tmp_path, blank))
+    assert "'f1'" in message and f"'{field}'" in message and "empty" in message
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    path = mutated(tmp_path, lambda a: a[1]["paragraphs"][0]["qas"][1].update(id="p1"))
+    message = error_of(path)
+    assert "'p1'" in message and "duplicate" in message
+
+
+def test_misaligned_answer_is_skipped_for_training_and_kept_for_eval(tmp_path, capsys):
+    path = mutated(tmp_path, lambda a: a[0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start=3))
+    report = []
+    train = load_examples(file=path, for_training=True, report=report)
+    assert train["id"] == ["p2", "f1", "f2"]
+    assert report[0].skipped_misaligned == 1
+    warning = capsys.readouterr().err
+    assert "skipped 1" in warning and "'p1'" in warning
+    assert load_examples(file=path, for_training=False)["id"] == ["p1", "p2", "f1", "f2"]
+
+
+def test_bad_answer_start_type_is_refused(tmp_path):
+    path = mutated(tmp_path, lambda a: a[0]["paragraphs"][0]["qas"][0]["answers"][0].update(answer_start="zero"))
+    message = error_of(path)
+    assert "'p1'" in message and "answer_start" in message
+
+
+def test_unknown_suffix_and_missing_file(tmp_path):
+    assert "no such file" in error_of(tmp_path / "nope.json")
+    path = tmp_path / "data.txt"
+    path.write_text("x")
+    assert "unsupported file type" in error_of(path)
+
+
+def test_unreachable_hub_says_so_and_shows_local_files(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'squad' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(QAError) as caught:
+        load_examples("squad", "train", for_training=True)
+    message = str(caught.value)
+    assert "hub" in message and "--train-file" in message and "\n" not in message
