@@ -17,7 +17,7 @@ import numpy as np
 from qa.decoding import MAX_ANSWER_LENGTH, N_BEST, NOT_CONTEXT, Prediction, decode_spans, pad_ragged
 from qa.features import MAX_LENGTH, MAX_QUESTION_LENGTH, STRIDE
 from qa.inference import gather_logits, predict_logits, shard_windows
-from qa.metrics import squad_scores
+from qa.metrics import load_squad_metric
 from qa.runtime import Runtime
 from qa.windows import EvalWindows, build_eval_windows
 
@@ -155,8 +155,11 @@ def evaluate_examples(
     began = time.perf_counter()
     example_ids = list(examples["id"])
     answers = {example_id: prediction.text for example_id, prediction in zip(example_ids, predictions)}
-    references = {example_id: gold["text"] for example_id, gold in zip(example_ids, examples["answers"])}
-    scores = squad_scores(answers, references)
+    # Scored through the `evaluate` API (our offline SQuAD v1.1 module), as users of the hub metric expect.
+    scores = load_squad_metric().compute(
+        predictions=[{"id": example_id, "prediction_text": text} for example_id, text in answers.items()],
+        references=[{"id": example_id, "answers": gold} for example_id, gold in zip(example_ids, examples["answers"])],
+    )
     timings.metric = time.perf_counter() - began
     metrics = {
         "exact_match": scores["exact_match"],

@@ -130,9 +130,11 @@ def _encode_windows(
     examples: dict[str, list[Any]], tokenizer: Any, max_length: int, stride: int, max_question_length: int
 ) -> tuple[Any, int]:
     """Tokenise question/context pairs into overlapping windows; returns the encoding and the context's sequence id."""
-    questions = _cut_long_questions(
-        [question.strip() for question in examples["question"]], tokenizer, max_question_length
-    )
+    # The context part of a window must stay longer than the stride, so the question cap
+    # shrinks for short windows instead of the tokenizer failing on a long question.
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - stride - 1
+    question_cap = max(1, min(max_question_length, room))
+    questions = _cut_long_questions([question.strip() for question in examples["question"]], tokenizer, question_cap)
     contexts = examples["context"]
     # Tokenizers that pad on the left expect the context first (as in the Hugging Face QA recipes).
     question_first = tokenizer.padding_side == "right"

@@ -26,7 +26,12 @@ def load_tokenizer(name_or_path: str) -> Any:
 def load_qa_model(name_or_path: str, *, require_qa_head: bool) -> Any:
     """An `AutoModelForQuestionAnswering`; with ``require_qa_head`` the checkpoint must already be a QA model."""
     from transformers import AutoConfig, AutoModelForQuestionAnswering
+    from transformers.utils import logging as transformers_logging
 
+    # Loading bars flash by in well under a second; keep stderr for what matters.
+    transformers_logging.disable_progress_bar()
+    if require_qa_head:
+        transformers_logging.set_verbosity_error()
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:

@@ -46,7 +46,7 @@ def make_bert_tokenizer(directory: Path, distilbert: bool = False, lowercase: bo
     directory.mkdir(parents=True, exist_ok=True)
     vocab = write_wordpiece_vocab(directory / "vocab.txt", lowercase=lowercase)
     tokenizer_class = DistilBertTokenizer if distilbert else BertTokenizer
-    return tokenizer_class(vocab_file=str(vocab), do_lower_case=lowercase)
+    return tokenizer_class(vocab=str(vocab), do_lower_case=lowercase)
 
 
 def make_tiny_model_dir(directory: Path, seed: int = 0) -> Path:
@@ -168,3 +168,50 @@ def write_squad_json(path: Path, articles: list | None = None) -> Path:
 @pytest.fixture
 def squad_file(tmp_path: Path) -> Path:
     return write_squad_json(tmp_path / "squad.json")
+
+
+def make_arranged_model_dir(directory: Path, start_word: str = "denver", end_word: str = "broncos") -> Path:
+    """A tiny DistilBERT QA model whose logits pick the span from ``start_word`` to ``end_word``.
+
+    Every layer's attention and feed-forward outputs are zeroed, so each hidden
+    state is its (layer-normalised) token embedding; the start word's embedding
+    lies on dimensions 0-1 and the end word's on 2-3, which no other token uses,
+    and the QA head reads those dimensions. So wherever the two words appear the
+    model answers "start_word ... end_word", in whichever window they fall.
+    """
+    import torch
+
+    make_tiny_model_dir(directory)
+    from transformers import AutoTokenizer, DistilBertForQuestionAnswering
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = DistilBertForQuestionAnswering.from_pretrained(directory)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embeddings = torch.randn(model.config.vocab_size, model.config.dim, generator=generator)
+        embeddings[:, :4] = 0
+        embeddings[:, 4:] -= embeddings[:, 4:].mean(dim=1, keepdim=True)
+        start_id, end_id = tokenizer.convert_tokens_to_ids([start_word, end_word])
+        embeddings[start_id] = 0
+        embeddings[start_id, :2] = torch.tensor([10.0, -10.0])
+        embeddings[end_id] = 0
+        embeddings[end_id, 2:4] = torch.tensor([10.0, -10.0])
+        model.distilbert.embeddings.word_embeddings.weight.copy_(embeddings)
+        model.distilbert.embeddings.position_embeddings.weight.zero_()
+        for layer in model.distilbert.transformer.layer:
+            layer.attention.out_lin.weight.zero_()
+            layer.attention.out_lin.bias.zero_()
+            layer.ffn.lin2.weight.zero_()
+            layer.ffn.lin2.bias.zero_()
+        head = torch.zeros_like(model.qa_outputs.weight)
+        head[0, :2] = torch.tensor([1.0, -1.0])
+        head[1, 2:4] = torch.tensor([1.0, -1.0])
+        model.qa_outputs.weight.copy_(head)
+        model.qa_outputs.bias.zero_()
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def arranged_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_arranged_model_dir(tmp_path_factory.mktemp("arranged"))

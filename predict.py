@@ -1,0 +1,6 @@
+"""Answer a question: python predict.py --question Q --context C (see --help)."""
+
+from qa.predict_cmd import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from qa.decoding import NOT_CONTEXT, decode_spans, pad_ragged
+
+
+def plain_loop(windows, contexts, n_best, max_answer_length):
+    """The Hugging Face recipe's per-window loop, kept here as the oracle."""
+    candidates = {example: [] for example in range(len(contexts))}
+    for example, start_logits, end_logits, offsets in windows:
+        start_indexes = np.argsort(start_logits, kind="stable")[-1 : -n_best - 1 : -1].tolist()
+        end_indexes = np.argsort(end_logits, kind="stable")[-1 : -n_best - 1 : -1].tolist()
+        for start in start_indexes:
+            for end in end_indexes:
+                if offsets[start] is None or offsets[end] is None:
+                    continue
+                if end < start or end - start + 1 > max_answer_length:
+                    continue
+                start_char, end_char = offsets[start][0], offsets[end][1]
+                candidates[example].append(
+                    (float(start_logits[start] + end_logits[end]), contexts[example][start_char:end_char], start_char)
+                )
+    best = {}
+    for example, found in candidates.items():
+        found.sort(key=lambda candidate: candidate[0], reverse=True)
+        best[example] = found[:n_best]
+    return best
+
+
+def random_windows(rng, num_examples):
+    contexts, windows = [], []
+    for example in range(num_examples):
+        contexts.append("".join(rng.choice(list("abcdefgh ")) for _ in range(400)))
+        for _ in range(rng.integers(1, 4)):
+            length = int(rng.integers(12, 60))
+            question = int(rng.integers(2, 6))
+            offsets = [None] * (question + 1)
+            position = int(rng.integers(0, 200))
+            for _ in range(length - question - 2):
+                width = int(rng.integers(1, 4))
+                offsets.append((position, position + width))
+                position += width + 1
+            offsets.append(None)
+            windows.append(
+                (
+                    example,
+                    rng.normal(size=length).astype(np.float32),
+                    rng.normal(size=length).astype(np.float32),
+                    offsets,
+                )
+            )
+    return contexts, windows
+
+
+def vectorised(windows, contexts, n_best, max_answer_length, with_nbest=False):
+    lengths = np.array([len(w[1]) for w in windows])
+    flat_offsets = np.array(
+        [offset if offset is not None else (NOT_CONTEXT, NOT_CONTEXT) for w in windows for offset in w[3]]
+    )
+    return decode_spans(
+        pad_ragged(np.concatenate([w[1] for w in windows]), lengths, -np.inf),
+        pad_ragged(np.concatenate([w[2] for w in windows]), lengths, -np.inf),
+        pad_ragged(flat_offsets, lengths, NOT_CONTEXT),
+        np.array([w[0] for w in windows]),
+        contexts,
+        n_best=n_best,
+        max_answer_length=max_answer_length,
+        with_nbest=with_nbest,
+    )
+
+
+@pytest.mark.parametrize(("n_best", "max_answer_length"), [(20, 30), (5, 4), (3, 1)])
+def test_matches_the_plain_per_window_loop(n_best, max_answer_length):
+    rng = np.random.default_rng(n_best)
+    contexts, windows = random_windows(rng, 60)
+    expected = plain_loop(windows, contexts, n_best, max_answer_length)
+    predictions = vectorised(windows, contexts, n_best, max_answer_length, with_nbest=True)
+    for example, prediction in enumerate(predictions):
+        reference = expected[example]
+        if not reference:
+            assert prediction.text == "" and prediction.score is None
+            continue
+        assert prediction.text == reference[0][1]
+        assert prediction.start == reference[0][2]
+        assert prediction.score == pytest.approx(reference[0][0], abs=1e-5)
+        assert [c.text for c in prediction.nbest] == [r[1] for r in reference]
+        assert [c.score for c in prediction.nbest] == pytest.approx([r[0] for r in reference], abs=1e-5)
+        assert sum(c.probability for c in prediction.nbest) == pytest.approx(1.0)
+        assert prediction.nbest[0].probability == max(c.probability for c in prediction.nbest)
+
+
+def test_answer_in_the_second_window_wins_across_windows():
+    context = "zero one two three four five six seven"
+    offsets = [None, (0, 4), (5, 8), (9, 12), None]
+    second = [None, (9, 12), (13, 18), (19, 23), None]
+    low = np.array([0, 1, 0, 0, 0], dtype=np.float32)
+    high = np.array([0, 0, 5, 0, 0], dtype=np.float32)
+    windows = [(0, low, low, offsets), (0, high, high + np.array([0, 0, 0, 6, 0]), second)]
+    [prediction] = vectorised(windows, [context], 20, 30)
+    assert (prediction.text, prediction.start, prediction.end) == ("three four", 13, 23)
+
+
+def test_positions_outside_the_context_are_never_chosen():
+    context = "alpha beta"
+    offsets = [None, None, (0, 5), (6, 10), None]
+    logits = np.array([100, 100, 1, 0, 100], dtype=np.float32)
+    [prediction] = vectorised([(0, logits, logits, offsets)], [context], 20, 30)
+    assert prediction.text == "alpha"
+
+
+def test_no_valid_span_gives_empty_answer():
+    offsets = [None, (0, 5), None]
+    start = np.array([0, 0, 0], dtype=np.float32)
+    [prediction] = vectorised([(0, start, start, offsets)], ["alpha"], 20, 0)
+    assert prediction.text == "" and prediction.score is None

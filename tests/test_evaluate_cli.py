@@ -1,0 +1,116 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT, write_squad_json
+
+from qa import evaluate_cmd
+
+CONTEXT = "The people played music in the church of the city. " * 8 + "In 2016 the Denver Broncos won the game."
+ARTICLES = [
+    {
+        "title": "Football",
+        "paragraphs": [
+            {
+                "context": CONTEXT,
+                "qas": [
+                    {"id": "q1", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": 420}]},
+                    {
+                        "id": "q2",
+                        "question": "Which team?",
+                        "answers": [
+                            {"text": "Broncos won", "answer_start": 427},
+                            {"text": "Broncos", "answer_start": 427},
+                        ],
+                    },
+                    {"id": "q3", "question": "Which city?", "answers": [{"text": "Denver", "answer_start": 420}]},
+                ],
+            }
+        ],
+    }
+]
+
+
+def test_fixture_offsets_are_right():
+    for qa in ARTICLES[0]["paragraphs"][0]["qas"]:
+        for answer in qa["answers"]:
+            assert CONTEXT[answer["answer_start"] :].startswith(answer["text"])
+
+
+def test_evaluate_py_scores_and_writes_its_files(arranged_model_dir, tmp_path):
+    data = write_squad_json(tmp_path / "dev.json", ARTICLES)
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            "--ckpt",
+            str(arranged_model_dir),
+            "--validation-file",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--max-length",
+            "64",
+            "--stride",
+            "16",
+            "--save-nbest",
+            "--no-progress",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    # Hand computation: the model answers "Denver Broncos" everywhere.
+    # q1: EM 1, F1 1; q2: golds "Broncos won" (F1 1/2) and "Broncos" (F1 2*(1/2*1)/(1/2+1) = 2/3): EM 0, F1 2/3;
+    # q3: "Denver": EM 0, F1 2/3.
+    expected_em, expected_f1 = 100 / 3, 100 * (1 + 2 / 3 + 2 / 3) / 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["exact_match"] == pytest.approx(expected_em)
+    assert metrics["f1"] == pytest.approx(expected_f1)
+    assert metrics["num_examples"] == 3 and metrics["num_windows"] > 3
+    assert set(metrics["seconds"]) == {"features", "inference", "decoding", "metric"}
+    assert json.loads((out / "predictions.json").read_text()) == {q: "Denver Broncos" for q in ("q1", "q2", "q3")}
+    nbest = json.loads((out / "nbest_predictions.json").read_text())
+    assert nbest["q1"][0]["text"] == "Denver Broncos" and len(nbest["q1"]) > 1
+    assert f"exact_match = {expected_em:.2f}" in result.stdout
+
+
+def test_max_eval_samples_and_default_output_dir(arranged_model_dir, tmp_path, capsys):
+    data = write_squad_json(tmp_path / "dev.json", ARTICLES)
+    metrics = evaluate_cmd.main(
+        [
+            "--ckpt",
+            str(arranged_model_dir),
+            "--validation-file",
+            str(data),
+            "--max-eval-samples",
+            "1",
+            "--max-length",
+            "64",
+            "--stride",
+            "16",
+            "--no-progress",
+        ]
+    )
+    assert metrics["num_examples"] == 1 and metrics["exact_match"] == 100.0
+    assert json.loads((arranged_model_dir / "predictions.json").read_text()) == {"q1": "Denver Broncos"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--stride", "400"], "--stride"),
+        (["--batch-size", "0"], "positive"),
+        (["--stride", "16", "--validation-file", "/nonexistent/dev.json"], "no such file"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(arranged_model_dir, capsys, argv, fragment):
+    with pytest.raises(SystemExit) as caught:
+        evaluate_cmd.main(["--ckpt", str(arranged_model_dir), "--max-length", "64", *argv])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and "\n" not in err

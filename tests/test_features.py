@@ -1,0 +1,236 @@
+import random
+
+import pytest
+
+from qa.features import covering_token_span, prepare_eval_features, prepare_train_features
+
+LONG_CONTEXT = (
+    "The city of Paris was founded on the river Seine. " * 3
+    + "The Denver Broncos won Super Bowl 50 in 2016. "
+    + "Many people played music in the church of the university. " * 4
+)
+
+
+def examples_for(context, question, answer_text, occurrence=0):
+    start = -1
+    for _ in range(occurrence + 1):
+        start = context.index(answer_text, start + 1)
+    return {
+        "id": ["e0"],
+        "question": [question],
+        "context": [context],
+        "answers": [{"text": [answer_text], "answer_start": [start]}],
+    }
+
+
+def label_texts(features, examples, tokenizer, max_length, stride):
+    """Text under each non-CLS label, recomputed from a plain tokenizer call."""
+    encoded = tokenizer(
+        [q.strip() for q in examples["question"]],
+        examples["context"],
+        truncation="only_second",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    texts = []
+    for window, (start, end) in enumerate(zip(features["start_positions"], features["end_positions"])):
+        context = examples["context"][encoded["overflow_to_sample_mapping"][window]]
+        offsets = encoded["offset_mapping"][window]
+        texts.append(None if start == end == 0 else context[offsets[start][0] : offsets[end][1]])
+    return encoded, texts
+
+
+def test_windows_follow_the_tokenizer_overflow_order_and_label_the_answer(bert_tokenizer):
+    examples = examples_for(LONG_CONTEXT, "Who won Super Bowl 50?", "Denver Broncos")
+    features = prepare_train_features(examples, bert_tokenizer, max_length=48, stride=16)
+    encoded, texts = label_texts(features, examples, bert_tokenizer, 48, 16)
+    assert features["input_ids"] == encoded["input_ids"]
+    assert len(features["input_ids"]) > 3
+    assert set(features) == {"input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions"}
+    labelled = [text for text in texts if text is not None]
+    # Windows overlap, so more than one may hold the whole answer; the others point at CLS.
+    assert labelled and all(text == "Denver Broncos" for text in labelled)
+    assert None in texts
+
+
+def test_answer_boundary_inside_a_token_gets_the_covering_token(bert_tokenizer):
+    context = "Paris was founded and the team won the game."
+    assert "won" in bert_tokenizer.tokenize(context)  # one token in this vocabulary
+    start = context.index("won") + 1
+    examples = {
+        "id": ["e"],
+        "question": ["What?"],
+        "context": [context],
+        "answers": [{"text": ["on"], "answer_start": [start]}],
+    }  # the "on" of "won"
+    features = prepare_train_features(examples, bert_tokenizer, max_length=64, stride=16)
+    _, texts = label_texts(features, examples, bert_tokenizer, 64, 16)
+    assert texts == ["won"]
+    assert 0 < features["start_positions"][0] == features["end_positions"][0]
+
+
+def test_answer_with_surrounding_white_space_is_labelled_on_its_text(bert_tokenizer):
+    context = "The team won the game in Paris last year."
+    start = context.index(" Paris ")
+    examples = {
+        "id": ["e"],
+        "question": ["Where?"],
+        "context": [context],
+        "answers": [{"text": [" Paris "], "answer_start": [start]}],
+    }
+    features = prepare_train_features(examples, bert_tokenizer, max_length=64, stride=16)
+    _, texts = label_texts(features, examples, bert_tokenizer, 64, 16)
+    assert texts == ["Paris"]
+
+
+def test_random_answers_always_get_valid_covering_labels(bert_tokenizer):
+    rng = random.Random(0)
+    questions, contexts, answers = [], [], []
+    for _ in range(40):
+        context = LONG_CONTEXT[rng.randrange(0, 100) :]
+        start = rng.randrange(0, len(context) - 20)
+        end = start + rng.randrange(1, 15)
+        while context[start].isspace():
+            start += 1
+        while context[end - 1].isspace():
+            end -= 1
+        questions.append("What was played ?")
+        contexts.append(context)
+        answers.append({"text": [context[start:end]], "answer_start": [start]})
+    examples = {"id": [str(i) for i in range(40)], "question": questions, "context": contexts, "answers": answers}
+    features = prepare_train_features(examples, bert_tokenizer, max_length=40, stride=12)
+    encoded, texts = label_texts(features, examples, bert_tokenizer, 40, 12)
+    labelled = 0
+    for window, (start, end) in enumerate(zip(features["start_positions"], features["end_positions"])):
+        assert start <= end
+        if start == end == 0:
+            continue
+        labelled += 1
+        sequence_ids = encoded.sequence_ids(window)
+        assert sequence_ids[start] == 1 and sequence_ids[end] == 1
+        example = encoded["overflow_to_sample_mapping"][window]
+        gold = answers[example]["text"][0]
+        # The label covers the answer, and is the smallest span that does.
+        assert gold.lower() in texts[window].lower() or gold in texts[window]
+        offsets = encoded["offset_mapping"][window]
+        gold_start = answers[example]["answer_start"][0]
+        assert offsets[start][0] <= gold_start < offsets[start][1]
+        assert offsets[end][0] < gold_start + len(gold) <= offsets[end][1]
+    assert labelled >= 40
+
+
+def test_distilbert_gets_no_token_type_ids(distilbert_tokenizer):
+    examples = examples_for(LONG_CONTEXT, "Who won?", "Denver Broncos")
+    features = prepare_train_features(examples, distilbert_tokenizer, max_length=48, stride=16)
+    assert "token_type_ids" not in features
+    assert "token_type_ids" not in prepare_eval_features(examples, distilbert_tokenizer, max_length=48, stride=16)
+
+
+def test_questions_are_stripped(bert_tokenizer):
+    padded = examples_for(LONG_CONTEXT, "   Who won Super Bowl 50?  \n", "Denver Broncos")
+    plain = examples_for(LONG_CONTEXT, "Who won Super Bowl 50?", "Denver Broncos")
+    assert prepare_train_features(padded, bert_tokenizer, 48, 16) == prepare_train_features(
+        plain, bert_tokenizer, 48, 16
+    )
+
+
+def test_too_long_question_is_cut_instead_of_failing(bert_tokenizer):
+    question = "what " * 200 + "won?"
+    examples = examples_for(LONG_CONTEXT, question, "Denver Broncos")
+    features = prepare_train_features(examples, bert_tokenizer, max_length=96, stride=16, max_question_length=20)
+    encoded, texts = label_texts(
+        features,
+        {**examples, "question": ["what " * 20]},
+        bert_tokenizer,
+        96,
+        16,
+    )
+    assert features["input_ids"] == encoded["input_ids"]
+    assert "Denver Broncos" in texts
+
+
+def test_left_padding_tokenizer_puts_context_first(tmp_path):
+    from conftest import make_bert_tokenizer
+
+    tokenizer = make_bert_tokenizer(tmp_path)
+    tokenizer.padding_side = "left"
+    examples = examples_for(LONG_CONTEXT, "Who won Super Bowl 50?", "Denver Broncos")
+    features = prepare_train_features(examples, tokenizer, max_length=48, stride=16)
+    encoded = tokenizer(
+        examples["context"],
+        ["Who won Super Bowl 50?"],
+        truncation="only_first",
+        max_length=48,
+        stride=16,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    assert features["input_ids"] == encoded["input_ids"]
+    found = []
+    for window, (start, end) in enumerate(zip(features["start_positions"], features["end_positions"])):
+        if start == end == 0:
+            continue
+        assert encoded.sequence_ids(window)[start] == 0
+        offsets = encoded["offset_mapping"][window]
+        found.append(LONG_CONTEXT[offsets[start][0] : offsets[end][1]])
+    assert found and set(found) == {"Denver Broncos"}
+    eval_features = prepare_eval_features(examples, tokenizer, max_length=48, stride=16)
+    for window, offsets in enumerate(eval_features["offset_mapping"]):
+        sequence_ids = encoded.sequence_ids(window)
+        assert [offset is not None for offset in offsets] == [sid == 0 for sid in sequence_ids]
+
+
+def test_byte_level_bpe_with_unicode_labels_cover_the_answer(byte_bpe_tokenizer):
+    context = "Café crème costs 3 € in Zürich — naïve façade. " * 6
+    examples = examples_for(context, "Where?", "Zürich", occurrence=4)
+    features = prepare_train_features(examples, byte_bpe_tokenizer, max_length=40, stride=10)
+    encoded = byte_bpe_tokenizer(
+        ["Where?"],
+        [context],
+        truncation="only_second",
+        max_length=40,
+        stride=10,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    found = 0
+    for window, (start, end) in enumerate(zip(features["start_positions"], features["end_positions"])):
+        cls_index = encoded["input_ids"][window].index(byte_bpe_tokenizer.cls_token_id)
+        assert start <= end
+        if start == end == cls_index:
+            continue
+        found += 1
+        offsets = encoded["offset_mapping"][window]
+        assert encoded.sequence_ids(window)[start] == 1
+        assert "Zürich" in context[offsets[start][0] : offsets[end][1]]
+    assert found >= 1
+
+
+def test_eval_features_keep_offsets_only_inside_the_context(bert_tokenizer):
+    examples = examples_for(LONG_CONTEXT, "Who won?", "Denver Broncos")
+    examples["id"] = ["the-id"]
+    features = prepare_eval_features(examples, bert_tokenizer, max_length=48, stride=16)
+    assert set(features) == {"input_ids", "attention_mask", "token_type_ids", "example_id", "offset_mapping"}
+    assert len(features["example_id"]) > 1 and set(features["example_id"]) == {"the-id"}
+    for ids, offsets, types in zip(features["input_ids"], features["offset_mapping"], features["token_type_ids"]):
+        assert len(ids) == len(offsets)
+        assert [offset is not None for offset in offsets] == [
+            t == 1 and i != bert_tokenizer.sep_token_id for t, i in zip(types, ids)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "answer", "expected"),
+    [
+        ([(0, 0), (0, 3), (4, 8), (8, 10), (0, 0)], (4, 10), (2, 3)),
+        ([(0, 0), (0, 3), (4, 8), (8, 10), (0, 0)], (5, 9), (2, 3)),
+        # two byte pieces of one character share their offsets: cover both
+        ([(0, 0), (0, 3), (4, 5), (4, 5), (5, 9), (0, 0)], (4, 5), (2, 3)),
+        ([(0, 0), (0, 3), (4, 8), (0, 0)], (2, 12), None),
+    ],
+)
+def test_covering_token_span(offsets, answer, expected):
+    sequence_ids = [None] + [1] * (len(offsets) - 2) + [None]
+    assert covering_token_span(offsets, sequence_ids, 1, *answer) == expected

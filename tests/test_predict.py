@@ -1,0 +1,162 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+from qa import predict_cmd
+
+FILLER = "the people of the city played music in the church. " * 12
+LONG_CONTEXT = FILLER + "In 2016 the Denver Broncos won the super bowl."
+
+
+def run_predict(*args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "predict.py", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=300,
+    )
+
+
+def test_answer_in_the_second_window_is_found_from_the_command_line(arranged_model_dir):
+    result = run_predict(
+        "--ckpt",
+        arranged_model_dir,
+        "--question",
+        "Who won?",
+        "--context",
+        LONG_CONTEXT,
+        "--max-length",
+        "64",
+        "--stride",
+        "16",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer) == {"answer", "score", "start", "end"}
+    assert answer["answer"] == "Denver Broncos"
+    assert LONG_CONTEXT[answer["start"] : answer["end"]] == "Denver Broncos"
+    assert 0 < answer["score"] <= 1
+
+
+def test_plain_output_and_top_k(arranged_model_dir, capsys):
+    predict_cmd.main(
+        [
+            "--ckpt",
+            str(arranged_model_dir),
+            "--question",
+            "Who?",
+            "--context",
+            LONG_CONTEXT,
+            "--max-length",
+            "64",
+            "--stride",
+            "16",
+        ]
+    )
+    answer, score = capsys.readouterr().out.splitlines()
+    assert answer == "Denver Broncos" and 0 < float(score) <= 1
+    results = predict_cmd.main(
+        [
+            "--ckpt",
+            str(arranged_model_dir),
+            "--question",
+            "Who?",
+            "--context",
+            LONG_CONTEXT,
+            "--max-length",
+            "64",
+            "--stride",
+            "16",
+            "--top-k",
+            "3",
+            "--json",
+        ]
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == results[0] and len(printed) == 3
+    assert printed[0]["answer"] == "Denver Broncos"
+    assert [a["score"] for a in printed] == sorted((a["score"] for a in printed), reverse=True)
+
+
+def test_context_from_stdin(arranged_model_dir):
+    result = run_predict(
+        "--ckpt",
+        arranged_model_dir,
+        "--question",
+        "Who?",
+        "--context-file",
+        "-",
+        "--json",
+        stdin="Yesterday the Denver Broncos played.",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["answer"] == "Denver Broncos"
+
+
+def test_jsonl_input_answers_every_line(arranged_model_dir, tmp_path, capsys):
+    path = tmp_path / "questions.jsonl"
+    lines = [
+        {"id": "x", "question": "Who?", "context": LONG_CONTEXT},
+        {"question": "Who played?", "context": "The Denver Broncos played in Denver."},
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    predict_cmd.main(["--ckpt", str(arranged_model_dir), "--input", str(path), "--max-length", "64", "--stride", "16"])
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["id"] for o in out] == ["x", "2"]
+    assert [o["answer"] for o in out] == ["Denver Broncos", "Denver Broncos"]
+
+
+def expect_error(capsys, argv, *fragments):
+    with pytest.raises(SystemExit) as caught:
+        predict_cmd.main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(arranged_model_dir, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    ckpt = str(arranged_model_dir)
+    expect_error(capsys, ["--ckpt", ckpt, "--question", "  ", "--context", "text"], "question", "empty")
+    expect_error(capsys, ["--ckpt", ckpt, "--question", "Who?", "--context", ""], "context", "empty")
+    expect_error(capsys, ["--ckpt", str(tmp_path / "missing"), "--question", "q", "--context", "c"], "missing")
+    monkeypatch.chdir(tmp_path)
+    expect_error(capsys, ["--question", "q", "--context", "c"], "train.py", "--ckpt")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "context": "c"}\n{"question": \n')
+    expect_error(capsys, ["--ckpt", ckpt, "--input", str(bad)], "line 2", "invalid JSON")
+    # a checkpoint that is not a question-answering model
+    from transformers import DistilBertConfig, DistilBertModel
+
+    base = tmp_path / "base"
+    DistilBertModel(DistilBertConfig(vocab_size=99, dim=16, hidden_dim=32, n_layers=1, n_heads=2)).save_pretrained(base)
+    capsys.readouterr()
+    expect_error(capsys, ["--ckpt", str(base), "--question", "q", "--context", "c"], "not a question-answering model")
+
+
+def test_bad_input_from_the_command_line_has_no_traceback(arranged_model_dir):
+    result = run_predict("--ckpt", arranged_model_dir, "--question", "", "--context", "text")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_predict_path_does_not_import_datasets(arranged_model_dir):
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['predict.py', '--ckpt', {str(arranged_model_dir)!r}, '--question', 'Who?', "
+        "'--context', 'The Denver Broncos won.']\n"
+        "runpy.run_path('predict.py', run_name='__main__')\n"
+        "print(sorted(m for m in ('datasets', 'evaluate', 'pandas') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "Denver Broncos"
+    assert result.stdout.splitlines()[-1] == "[]"
