@@ -236,6 +236,9 @@ def _train(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
             batch_size=None,
             collate_fn=collator,
             num_workers=config.num_workers,
+            # Its own generator: creating an iterator must not draw from the global RNG that
+            # dropout uses, or a resumed run would see different dropout masks.
+            generator=torch.Generator().manual_seed(config.seed + progress.epoch),
         )
         micro_batches = iter(loader)
         while progress.batch_in_epoch < len(batches) and progress.step < total_steps:
