@@ -117,6 +117,23 @@ def linear_schedule(total_steps: int, warmup_steps: int) -> Any:
     return multiplier
 
 
+def span_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the start and end positions, over real tokens only.
+
+    The models' built-in loss also spreads probability over padding positions,
+    which would make the loss depend on how a batch happens to be padded (and so
+    on the number of devices); masking padding makes it depend on the data alone.
+    """
+    inputs = {name: tensor for name, tensor in batch.items() if not name.endswith("_positions")}
+    outputs = model(**inputs)
+    padding = batch["attention_mask"] == 0
+    losses = [
+        torch.nn.functional.cross_entropy(logits.float().masked_fill(padding, -1e4), batch[name])
+        for logits, name in ((outputs.start_logits, "start_positions"), (outputs.end_logits, "end_positions"))
+    ]
+    return (losses[0] + losses[1]) / 2
+
+
 @dataclass
 class Progress:
     """Where the run is: saved in every checkpoint."""
@@ -252,7 +269,7 @@ def _train(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
                 if runtime.distributed:
                     model.require_backward_grad_sync = micro == count - 1
                 with runtime.autocast():
-                    loss = model(**batch).loss / count
+                    loss = span_loss(model, batch) / count
                 scaler.scale(loss).backward()
                 loss_sum += loss.detach()
             if config.max_grad_norm > 0:

@@ -1,0 +1,443 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, make_tiny_model_dir, write_squad_json
+from safetensors.torch import load_file
+
+from qa import train_cmd
+from qa.batching import collate_windows
+from qa.training import epoch_batches, linear_schedule, parameter_groups
+
+CONTEXTS = [
+    "Paris is the capital of France and its largest city.",
+    "The Denver Broncos won the super bowl in 2016.",
+    "The river Nile flows north through Egypt to the sea.",
+    "London is the capital of England and was founded by the Romans.",
+    "Berlin is the capital of Germany and has many people.",
+    "The university was founded in 1842 by the church.",
+    "The king built a school in the north of the city.",
+    "Music was played by the team at the first game.",
+]
+QUESTIONS_AND_ANSWERS = [
+    ("What is the capital of France?", "Paris"),
+    ("Who won the super bowl?", "Denver Broncos"),
+    ("Where does the Nile flow?", "north"),
+    ("Who founded London?", "the Romans"),
+    ("What is the capital of Germany?", "Berlin"),
+    ("When was the university founded?", "1842"),
+    ("What did the king build?", "a school"),
+    ("Who played music?", "the team"),
+]
+
+
+def overfit_articles():
+    qas = []
+    paragraphs = []
+    for index, (context, (question, answer)) in enumerate(zip(CONTEXTS, QUESTIONS_AND_ANSWERS)):
+        qas = [
+            {
+                "id": f"q{index}",
+                "question": question,
+                "answers": [{"text": answer, "answer_start": context.index(answer)}],
+            }
+        ]
+        paragraphs.append({"context": context, "qas": qas})
+    return [{"title": "Mixed", "paragraphs": paragraphs}]
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory):
+    """Tiny model without dropout, so runs compare exactly across process layouts."""
+    from transformers import AutoConfig
+
+    directory = make_tiny_model_dir(tmp_path_factory.mktemp("nodrop"))
+    config = AutoConfig.from_pretrained(directory)
+    config.dropout = config.attention_dropout = config.qa_dropout = 0.0
+    config.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    return write_squad_json(tmp_path_factory.mktemp("data") / "train.json", overfit_articles())
+
+
+def base_args(model, train_file, output_dir, tmp_path, *extra):
+    return [
+        "--model",
+        str(model),
+        "--train-file",
+        str(train_file),
+        "--output-dir",
+        str(output_dir),
+        "--max-length",
+        "64",
+        "--stride",
+        "16",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def log_of(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "train_log.jsonl").read_text().splitlines()]
+
+
+def weights_of(directory):
+    return load_file(str(Path(directory) / "model.safetensors"))
+
+
+def max_difference(a, b):
+    return max((a[name] - b[name]).abs().max().item() for name in a)
+
+
+def test_tiny_model_overfits_a_handful_of_examples(tiny_model_dir, train_file, tmp_path):
+    out = tmp_path / "out"
+    summary = train_cmd.main(
+        base_args(
+            tiny_model_dir,
+            train_file,
+            out,
+            tmp_path,
+            "--validation-file",
+            str(train_file),
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "150",
+            "--log-steps",
+            "1",
+            "--max-grad-norm",
+            "1.0",
+        )
+    )
+    losses = [row["loss"] for row in log_of(out)]
+    assert losses[-1] <= 0.2 * losses[0]
+    assert summary["metrics"]["exact_match"] >= 90.0
+    assert json.loads((out / "metrics.json").read_text())["exact_match"] == summary["metrics"]["exact_match"]
+
+
+def test_checkpoint_layout_and_reload(tiny_model_dir, train_file, tmp_path):
+    from transformers import AutoModelForQuestionAnswering
+
+    out = tmp_path / "out"
+    train_cmd.main(
+        base_args(
+            tiny_model_dir,
+            train_file,
+            out,
+            tmp_path,
+            "--batch-size",
+            "2",
+            "--epochs",
+            "2",
+            "--save-steps",
+            "3",
+            "--save-total-limit",
+            "2",
+        )
+    )
+    # 4 steps per epoch: saves at 3, 4 (epoch end), 6, 8 (epoch end); the limit keeps the newest two.
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
+    checkpoint = out / "checkpoint-6"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "training_args.json", "training_state.pt"):
+        assert (checkpoint / name).is_file(), name
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    assert state["progress"] == {"step": 6, "epoch": 1, "batch_in_epoch": 2}
+    assert set(state) >= {"optimizer", "scheduler", "scaler", "rng"}
+    assert json.loads((checkpoint / "training_args.json").read_text())["max_length"] == 64
+    model = AutoModelForQuestionAnswering.from_pretrained(checkpoint)
+    assert torch.equal(model.qa_outputs.weight, weights_of(checkpoint)["qa_outputs.weight"])
+    assert (out / "model.safetensors").is_file() and not list(out.glob(".*tmp"))
+    assert not (out / "metrics.json").exists()  # --train-file without --validation-file: no evaluation
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, train_file, tmp_path):
+    common = ["--batch-size", "1", "--max-steps", "40", "--save-steps", "5", "--lr", "1e-3"]
+    uninterrupted = tmp_path / "a"
+    train_cmd.main(base_args(tiny_model_dir, train_file, uninterrupted, tmp_path, *common))
+
+    killed = tmp_path / "b"
+    command = [sys.executable, "train.py", *base_args(tiny_model_dir, train_file, killed, tmp_path, *common)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint-10").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoints = sorted(killed.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert checkpoints, "the run was killed before its first checkpoint"
+    resumed = train_cmd.main(base_args(tiny_model_dir, train_file, killed, tmp_path, *common, "--resume"))
+    assert resumed["steps"] == 40
+    assert max_difference(weights_of(uninterrupted), weights_of(killed)) <= 1e-6
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(tiny_model_dir, train_file, tmp_path):
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "train.py",
+        *base_args(tiny_model_dir, train_file, out, tmp_path, "--batch-size", "1", "--max-steps", "100000"),
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "train_log.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "stopped by SIGTERM" in err and "--resume" in err
+    assert list(out.glob("checkpoint-*"))
+
+
+def test_resume_of_a_missing_checkpoint_is_refused(tiny_model_dir, train_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        train_cmd.main(base_args(tiny_model_dir, train_file, tmp_path / "empty", tmp_path, "--resume"))
+    assert caught.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_the_step(tiny_model_dir, train_file, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_cmd.main(
+            base_args(
+                tiny_model_dir,
+                train_file,
+                tmp_path / "out",
+                tmp_path,
+                "--lr",
+                "1e30",
+                "--max-grad-norm",
+                "0",
+                "--batch-size",
+                "1",
+                "--max-steps",
+                "30",
+            )
+        )
+    err = capsys.readouterr().err
+    assert "loss became" in err and "at step" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "fragment"),
+    [
+        (["--lr", "0"], "--lr"),
+        (["--lr", "-1"], "--lr"),
+        (["--stride", "64"], "--stride"),
+        (["--max-length", "32", "--stride", "32"], "--stride"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--grad-accum", "0"], "--grad-accum"),
+        (["--warmup-ratio", "1.5"], "--warmup-ratio"),
+        (["--epochs", "0"], "--epochs"),
+        (["--max-steps", "0"], "--max-steps"),
+        (["--save-steps", "-1"], "--save-steps"),
+        (["--precision", "fp8"], "--precision"),
+        (["--train-file", "/nonexistent.json"], "no such file"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_work(tmp_path, capsys, flag, fragment):
+    with pytest.raises(SystemExit) as caught:
+        train_cmd.main(["--output-dir", str(tmp_path / "out"), "--max-length", "32", "--stride", "8", *flag])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(SystemExit):
+        train_cmd.main(["--output-dir", str(target)])
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_flags_reach_the_config():
+    config = train_cmd.config_from_args(
+        [
+            "--model",
+            "m",
+            "--dataset",
+            "d",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-4",
+            "--weight-decay",
+            "0.1",
+            "--warmup-ratio",
+            "0.2",
+            "--batch-size",
+            "4",
+            "--eval-batch-size",
+            "8",
+            "--grad-accum",
+            "3",
+            "--max-grad-norm",
+            "0.5",
+            "--max-length",
+            "128",
+            "--stride",
+            "32",
+            "--max-steps",
+            "9",
+            "--max-train-samples",
+            "10",
+            "--max-eval-samples",
+            "11",
+            "--seed",
+            "7",
+            "--save-steps",
+            "5",
+            "--save-total-limit",
+            "2",
+            "--resume",
+            "--precision",
+            "bf16",
+            "--num-workers",
+            "2",
+            "--no-eval",
+            "--no-group-by-length",
+        ]
+    )
+    assert (config.model, config.dataset, config.epochs, config.lr, config.weight_decay) == ("m", "d", 2, 1e-4, 0.1)
+    assert (config.warmup_ratio, config.batch_size, config.eval_batch_size, config.grad_accum) == (0.2, 4, 8, 3)
+    assert (config.max_grad_norm, config.max_length, config.stride, config.max_steps) == (0.5, 128, 32, 9)
+    assert (config.max_train_samples, config.max_eval_samples, config.seed, config.save_steps) == (10, 11, 7, 5)
+    assert (config.save_total_limit, config.resume, config.precision, config.num_workers) == (2, "latest", "bf16", 2)
+    assert config.eval is False and config.group_by_length is False
+    assert train_cmd.config_from_args(["--resume", "some/dir"]).resume == "some/dir"
+
+
+def test_grad_accum_and_max_steps_set_the_number_of_steps(tiny_model_dir, train_file, tmp_path):
+    summary = train_cmd.main(
+        base_args(
+            tiny_model_dir,
+            train_file,
+            tmp_path / "o1",
+            tmp_path,
+            "--batch-size",
+            "1",
+            "--grad-accum",
+            "4",
+            "--epochs",
+            "1",
+        )
+    )
+    assert summary["steps"] == 2  # 8 windows / (1 x 4)
+    summary = train_cmd.main(
+        base_args(
+            tiny_model_dir,
+            train_file,
+            tmp_path / "o2",
+            tmp_path,
+            "--batch-size",
+            "1",
+            "--max-steps",
+            "3",
+            "--epochs",
+            "5",
+        )
+    )
+    assert summary["steps"] == 3
+
+
+def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout_model, train_file, tmp_path):
+    common = ["--max-steps", "4", "--lr", "1e-3", "--log-steps", "1", "--seed", "3"]
+    single = tmp_path / "single"
+    train_cmd.main(base_args(no_dropout_model, train_file, single, tmp_path, "--batch-size", "4", *common))
+    double = tmp_path / "double"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "train.py",
+        *base_args(no_dropout_model, train_file, double, tmp_path, "--batch-size", "2", *common),
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single_losses = [row["loss"] for row in log_of(single)]
+    double_losses = [row["loss"] for row in log_of(double)]
+    assert len(single_losses) == len(double_losses) == 4
+    assert single_losses == pytest.approx(double_losses, abs=1e-5)
+    # Adam divides by sqrt(v), so float rounding in near-zero gradients moves weights by up to ~lr x 0.1.
+    assert max_difference(weights_of(single), weights_of(double)) <= 1e-3
+
+
+def test_collator_pads_each_batch_to_its_longest_window_rounded_to_8():
+    lengths = np.array([5, 11, 3])
+    flat = np.arange(1, lengths.sum() + 1, dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    batch = collate_windows(flat, None, starts, lengths, np.array([0, 2]), pad_token_id=0)
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["input_ids"][0].tolist() == [1, 2, 3, 4, 5, 0, 0, 0]
+    assert batch["input_ids"][1].tolist() == [17, 18, 19, 0, 0, 0, 0, 0]
+    assert batch["attention_mask"].sum(dim=1).tolist() == [5, 3]
+    types = np.ones_like(flat, dtype=np.int8)
+    batch = collate_windows(flat, types, starts, lengths, np.array([1]), pad_token_id=0)
+    assert batch["input_ids"].shape == (1, 16) and batch["token_type_ids"][0].tolist() == [1] * 11 + [0] * 5
+
+
+def test_length_grouping_reduces_padding_and_keeps_every_window():
+    lengths = np.random.default_rng(0).integers(20, 384, size=1000)
+    grouped = epoch_batches(lengths, 16, seed=0, epoch=0, group_by_length=True, drop_last=False)
+    plain = epoch_batches(lengths, 16, seed=0, epoch=0, group_by_length=False, drop_last=False)
+    for batches in (grouped, plain):
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    assert padded(grouped) < 0.8 * padded(plain)
+    again = epoch_batches(lengths, 16, seed=0, epoch=0, group_by_length=True, drop_last=False)
+    assert all(np.array_equal(a, b) for a, b in zip(grouped, again))
+    other_epoch = epoch_batches(lengths, 16, seed=0, epoch=1, group_by_length=True, drop_last=False)
+    assert not np.array_equal(grouped[0], other_epoch[0])
+
+
+def test_no_weight_decay_on_biases_and_layer_norms(tiny_model_dir):
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_model_dir)
+    decay, no_decay = parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert decay_names | no_decay_names == set(names.values())
+    assert all(n.endswith(".bias") or "layer_norm" in n.lower() or "layernorm" in n.lower() for n in no_decay_names)
+    assert "qa_outputs.weight" in decay_names and "qa_outputs.bias" in no_decay_names
+    assert any("LayerNorm.weight" in n or "layer_norm.weight" in n for n in no_decay_names)
+
+
+def test_learning_rate_at_the_end_of_warmup_and_at_the_last_step():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=2e-5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps=100, warmup_steps=10))
+    rates = []
+    for _ in range(100):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(2e-6)
+    assert rates[9] == pytest.approx(2e-5)  # the last warmup step reaches the peak
+    assert rates[10] == pytest.approx(2e-5)
+    assert rates[99] == pytest.approx(2e-5 / 90)  # the last step, just before 0
+    assert scheduler.get_last_lr()[0] == 0.0
