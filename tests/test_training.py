@@ -176,7 +176,7 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tin
     while not (killed / "checkpoint-10").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     checkpoints = sorted(killed.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert checkpoints, "the run was killed before its first checkpoint"
     resumed = train_cmd.main(base_args(tiny_model_dir, train_file, killed, tmp_path, *common, "--resume"))
