@@ -79,9 +79,8 @@ def decode_spans(
     num_windows, length = start_logits.shape
     k = min(n_best, length)
     in_context = offsets[..., 0] != NOT_CONTEXT
-    # Stable sort on the negated logits: among equal logits the lower position comes first.
-    start_top = np.argsort(-start_logits, axis=1, kind="stable")[:, :k]
-    end_top = np.argsort(-end_logits, axis=1, kind="stable")[:, :k]
+    start_top = _top_k_positions(start_logits, k)
+    end_top = _top_k_positions(end_logits, k)
     rows = np.arange(num_windows)[:, None]
     pair_scores = (start_logits[rows, start_top][:, :, None] + end_logits[rows, end_top][:, None, :]).astype(np.float64)
     span_length = end_top[:, None, :] - start_top[:, :, None] + 1
@@ -120,6 +119,20 @@ def decode_spans(
     if with_nbest:
         _attach_nbest(predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best)
     return predictions
+
+
+def _top_k_positions(logits: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest logits per row, largest first (lower position first among equals).
+
+    argpartition finds the k in linear time; only those k are then sorted.
+    """
+    if k < logits.shape[1]:
+        candidates = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(logits.shape[1]), logits.shape)
+    values = np.take_along_axis(logits, candidates, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)
+    return np.take_along_axis(candidates, order, axis=1)
 
 
 def _attach_nbest(

@@ -114,3 +114,65 @@ def test_bad_arguments_are_one_line_errors(arranged_model_dir, capsys, argv, fra
     assert caught.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and fragment in err and "\n" not in err
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 5])
+def test_window_shards_cover_every_window_exactly_once(world_size):
+    import numpy as np
+
+    from qa.inference import shard_windows
+    from qa.runtime import Runtime
+
+    shards = [shard_windows(11, Runtime(None, "fp32", rank, world_size)) for rank in range(world_size)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(11))
+
+
+def test_torchrun_evaluation_scores_every_example_once(arranged_model_dir, tmp_path):
+    import os
+
+    data = write_squad_json(tmp_path / "dev.json", ARTICLES)
+    single, double = tmp_path / "single", tmp_path / "double"
+    common = [
+        "--ckpt",
+        str(arranged_model_dir),
+        "--validation-file",
+        str(data),
+        "--max-length",
+        "64",
+        "--stride",
+        "16",
+        "--no-progress",
+        "--save-nbest",
+    ]
+    evaluate_cmd.main([*common, "--output-dir", str(single)])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "evaluate.py",
+            *common,
+            "--output-dir",
+            str(double),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single_metrics = json.loads((single / "metrics.json").read_text())
+    double_metrics = json.loads((double / "metrics.json").read_text())
+    assert double_metrics["num_examples"] == 3 and double_metrics["num_windows"] == single_metrics["num_windows"]
+    assert double_metrics["f1"] == pytest.approx(single_metrics["f1"])
+    assert json.loads((double / "predictions.json").read_text()) == json.loads(
+        (single / "predictions.json").read_text()
+    )
+    single_nbest = json.loads((single / "nbest_predictions.json").read_text())
+    double_nbest = json.loads((double / "nbest_predictions.json").read_text())
+    assert [c["text"] for c in double_nbest["q1"]] == [c["text"] for c in single_nbest["q1"]]
