@@ -441,3 +441,48 @@ def test_learning_rate_at_the_end_of_warmup_and_at_the_last_step():
     assert rates[10] == pytest.approx(2e-5)
     assert rates[99] == pytest.approx(2e-5 / 90)  # the last step, just before 0
     assert scheduler.get_last_lr()[0] == 0.0
+
+
+def test_second_run_reuses_the_tokenised_windows(tiny_model_dir, train_file, tmp_path, monkeypatch):
+    import qa.windows
+
+    args = base_args(tiny_model_dir, train_file, tmp_path / "first", tmp_path, "--batch-size", "4", "--max-steps", "1")
+    train_cmd.main(args)
+    assert list((tmp_path / "cache").glob("train-windows-*.npz"))
+
+    def must_not_tokenise(*args, **kwargs):
+        raise AssertionError("tokenised again despite the cache")
+
+    monkeypatch.setattr(qa.windows, "prepare_train_features", must_not_tokenise)
+    args[args.index(str(tmp_path / "first"))] = str(tmp_path / "second")
+    assert train_cmd.main(args)["steps"] == 1
+
+
+def test_seed_workers_and_eval_flags_change_what_they_should(tiny_model_dir, train_file, tmp_path):
+    def losses(name, *extra):
+        out = tmp_path / name
+        train_cmd.main(
+            base_args(
+                tiny_model_dir,
+                train_file,
+                out,
+                tmp_path,
+                "--batch-size",
+                "2",
+                "--max-steps",
+                "4",
+                "--log-steps",
+                "1",
+                "--validation-file",
+                str(train_file),
+                "--no-eval",
+                *extra,
+            )
+        )
+        assert not (out / "metrics.json").exists()  # --no-eval
+        return [row["loss"] for row in log_of(out)]
+
+    base = losses("base")
+    assert losses("workers", "--num-workers", "1") == pytest.approx(base, abs=1e-6)  # same batches from a worker
+    assert losses("seed", "--seed", "1") != pytest.approx(base, abs=1e-6)  # other shuffling and dropout
+    assert losses("plain", "--no-group-by-length") != pytest.approx(base, abs=1e-6)  # other batches
