@@ -155,17 +155,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
         shutdown(runtime)
 
 
-def _train(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
+@dataclass
+class _Optimization:
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    total_steps: int
+
+
+def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[Any, TrainWindows]:
+    """Examples and their windows; rank 0 tokenises (or reads the cache) first, the others then read the cache."""
     from qa.data import load_examples
-    from qa.modeling import load_qa_model, load_tokenizer
 
-    output_dir = Path(config.output_dir)
-    resume_from = resolve_resume(config.resume, output_dir)
-    log = _Logger(output_dir, runtime)
-    torch.manual_seed(config.seed)
-
-    # Data: rank 0 tokenises (or reads the cache) first, the others then read the cache.
-    tokenizer = load_tokenizer(str(resume_from) if resume_from else config.model)
     examples = load_examples(
         config.dataset, "train", config.train_file, for_training=True, max_samples=config.max_train_samples
     )
@@ -184,140 +185,165 @@ def _train(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
             )
         barrier(runtime)
     assert windows is not None
+    return examples, windows
 
-    # Model, optimizer, schedule.
-    model = load_qa_model(str(resume_from) if resume_from else config.model, require_qa_head=False)
-    model.to(runtime.device)
-    raw_model = model
-    if runtime.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
-        )
+
+def _setup_optimization(
+    config: TrainConfig, runtime: Runtime, model: torch.nn.Module, windows: TrainWindows
+) -> _Optimization:
+    """AdamW (fused kernels on CUDA), the linear schedule over all steps, and a GradScaler for fp16 only."""
     optimizer = torch.optim.AdamW(
-        parameter_groups(raw_model, config.weight_decay), lr=config.lr, fused=runtime.device.type == "cuda"
+        parameter_groups(model, config.weight_decay), lr=config.lr, fused=runtime.device.type == "cuda"
     )
     global_batch = config.batch_size * runtime.world_size
     batches_per_epoch = len(epoch_batches(windows.lengths, global_batch, config.seed, 0, False, runtime.distributed))
     if batches_per_epoch == 0:
         raise QAError(f"{len(windows)} training windows do not fill one batch of {global_batch}")
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    total_steps = config.max_steps or math.ceil(config.epochs * math.ceil(batches_per_epoch / config.grad_accum))
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup_steps))
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
+    return _Optimization(optimizer, scheduler, scaler, total_steps)
+
+
+def _optimizer_step(
+    model: Any,
+    raw_model: torch.nn.Module,
+    micro_batches: Any,
+    count: int,
+    opt: _Optimization,
+    runtime: Runtime,
+    max_grad_norm: float,
+) -> torch.Tensor:
+    """Accumulate ``count`` micro-batches, clip, step; returns the step's loss (on device, no sync)."""
+    loss_sum = torch.zeros((), device=runtime.device)
+    for micro in range(count):
+        batch = {name: tensor.to(runtime.device, non_blocking=True) for name, tensor in next(micro_batches).items()}
+        # DDP averages gradients across ranks only on the last micro-batch of a step.
+        if runtime.distributed:
+            model.require_backward_grad_sync = micro == count - 1
+        with runtime.autocast():
+            loss = span_loss(model, batch) / count
+        opt.scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    if max_grad_norm > 0:
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_grad_norm)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scheduler.step()
+    return loss_sum
+
+
+def _train(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
+    from qa.modeling import load_qa_model, load_tokenizer
+
+    output_dir = Path(config.output_dir)
+    resume_from = resolve_resume(config.resume, output_dir)
+    source = str(resume_from) if resume_from else config.model
+    log = _Logger(output_dir, runtime)
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(source)
+    examples, windows = _setup_data(config, runtime, tokenizer)
+    raw_model = load_qa_model(source, require_qa_head=False).to(runtime.device)
+    model = raw_model
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
+    opt = _setup_optimization(config, runtime, raw_model, windows)
     progress = Progress()
     if resume_from is not None:
         state = load_training_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        opt.optimizer.load_state_dict(state["optimizer"])
+        opt.scheduler.load_state_dict(state["scheduler"])
+        opt.scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
         restore_rng_states(state["rng"][min(runtime.rank, len(state["rng"]) - 1)])
         log.say(f"resumed from {resume_from} at step {progress.step} (epoch {progress.epoch})")
 
-    collator = WindowCollator(windows, tokenizer.pad_token_id or 0)
-    stopper = _StopOnSignal()
-
     def checkpoint() -> Path | None:
-        all_rng = _gather_rng(runtime)
+        all_rng = _gather_rng(runtime)  # every rank takes part; rank 0 writes
         path = None
         if runtime.is_main:
             state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
+                "optimizer": opt.optimizer.state_dict(),
+                "scheduler": opt.scheduler.state_dict(),
+                "scaler": opt.scaler.state_dict(),
                 "progress": vars(progress).copy(),
                 "rng": all_rng,
-                "total_steps": total_steps,
             }
             path = save_checkpoint(output_dir, progress.step, raw_model, tokenizer, config.to_dict(), state)
             prune_checkpoints(output_dir, config.save_total_limit)
         barrier(runtime)
         return path
 
+    global_batch = config.batch_size * runtime.world_size
     log.say(
-        f"{len(examples)} examples -> {len(windows)} windows; {total_steps} optimizer steps of "
+        f"{len(examples)} examples -> {len(windows)} windows; {opt.total_steps} optimizer steps of "
         f"{global_batch * config.grad_accum} windows ({config.batch_size} per device x {runtime.world_size} devices "
         f"x {config.grad_accum} accumulation); {runtime.device.type} {runtime.precision}"
     )
-    bar = _progress_bar(config, runtime, total_steps, progress.step)
-    began = time.perf_counter()
-    windows_seen = 0
+    collator = WindowCollator(windows, tokenizer.pad_token_id or 0)
+    bar = _progress_bar(config, runtime, opt.total_steps, progress.step)
+    began, windows_seen = time.perf_counter(), 0
     model.train()
-    while progress.step < total_steps:
-        batches = epoch_batches(
-            windows.lengths, global_batch, config.seed, progress.epoch, config.group_by_length, runtime.distributed
-        )
-        loader = torch.utils.data.DataLoader(
-            [rank_slice(batch, runtime) for batch in batches[progress.batch_in_epoch :]],
-            batch_size=None,
-            collate_fn=collator,
-            num_workers=config.num_workers,
-            # Its own generator: creating an iterator must not draw from the global RNG that
-            # dropout uses, or a resumed run would see different dropout masks.
-            generator=torch.Generator().manual_seed(config.seed + progress.epoch),
-        )
-        micro_batches = iter(loader)
-        while progress.batch_in_epoch < len(batches) and progress.step < total_steps:
-            count = min(config.grad_accum, len(batches) - progress.batch_in_epoch)
-            loss_sum = torch.zeros((), device=runtime.device)
-            for micro in range(count):
-                batch = {
-                    name: tensor.to(runtime.device, non_blocking=True) for name, tensor in next(micro_batches).items()
-                }
-                # Gradients are averaged across ranks only on the last micro-batch of a step.
-                if runtime.distributed:
-                    model.require_backward_grad_sync = micro == count - 1
-                with runtime.autocast():
-                    loss = span_loss(model, batch) / count
-                scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            if config.max_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            learning_rate = scheduler.get_last_lr()[0]
-            scheduler.step()
-            progress.step += 1
-            progress.batch_in_epoch += count
-            windows_seen += count * global_batch
-            loss_value = _mean_across_ranks(loss_sum, runtime)
-            if not math.isfinite(loss_value):
-                kept = list_checkpoints(output_dir)
-                raise QAError(
-                    f"loss became {loss_value} at step {progress.step}; stopped without saving. Last good checkpoint: "
-                    f"{kept[-1] if kept else 'none'}; try a lower --lr or --precision fp32"
-                )
-            throughput = windows_seen / (time.perf_counter() - began)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{learning_rate:.2e}", win_s=f"{throughput:.1f}")
-            if progress.step % config.log_steps == 0 or progress.step == total_steps:
-                log.record(
-                    step=progress.step,
-                    epoch=progress.epoch,
-                    loss=loss_value,
-                    lr=learning_rate,
-                    windows_per_s=round(throughput, 2),
-                    elapsed_s=round(time.perf_counter() - began, 2),
-                )
-            if config.save_steps and progress.step % config.save_steps == 0:
+    with _StopOnSignal() as stopper:
+        while progress.step < opt.total_steps:
+            batches = epoch_batches(
+                windows.lengths, global_batch, config.seed, progress.epoch, config.group_by_length, runtime.distributed
+            )
+            loader = torch.utils.data.DataLoader(
+                [rank_slice(batch, runtime) for batch in batches[progress.batch_in_epoch :]],
+                batch_size=None,
+                collate_fn=collator,
+                num_workers=config.num_workers,
+                # Its own generator: creating an iterator must not draw from the global RNG that
+                # dropout uses, or a resumed run would see different dropout masks.
+                generator=torch.Generator().manual_seed(config.seed + progress.epoch),
+            )
+            micro_batches = iter(loader)
+            while progress.batch_in_epoch < len(batches) and progress.step < opt.total_steps:
+                count = min(config.grad_accum, len(batches) - progress.batch_in_epoch)
+                learning_rate = opt.scheduler.get_last_lr()[0]
+                loss = _optimizer_step(model, raw_model, micro_batches, count, opt, runtime, config.max_grad_norm)
+                progress.step += 1
+                progress.batch_in_epoch += count
+                windows_seen += count * global_batch
+                loss_value = _mean_across_ranks(loss, runtime)
+                if not math.isfinite(loss_value):
+                    kept = list_checkpoints(output_dir)
+                    raise QAError(
+                        f"loss became {loss_value} at step {progress.step}; stopped without saving. Last good "
+                        f"checkpoint: {kept[-1] if kept else 'none'}; try a lower --lr or --precision fp32"
+                    )
+                throughput = windows_seen / (time.perf_counter() - began)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{learning_rate:.2e}", win_s=f"{throughput:.1f}")
+                if progress.step % config.log_steps == 0 or progress.step == opt.total_steps:
+                    log.record(
+                        step=progress.step,
+                        epoch=progress.epoch,
+                        loss=loss_value,
+                        lr=learning_rate,
+                        windows_per_s=round(throughput, 2),
+                        elapsed_s=round(time.perf_counter() - began, 2),
+                    )
+                if config.save_steps and progress.step % config.save_steps == 0:
+                    checkpoint()
+                if _any_rank(stopper.requested is not None, runtime):
+                    path = checkpoint()
+                    bar.close()
+                    log.say(
+                        f"stopped by {stopper.requested or 'a signal on another rank'} at step {progress.step}: "
+                        f"checkpoint {path}; continue with --resume"
+                    )
+                    raise SystemExit(130)
+            if progress.batch_in_epoch >= len(batches):
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
                 checkpoint()
-            if _any_rank(stopper.requested is not None, runtime):
-                path = checkpoint()
-                bar.close()
-                log.say(
-                    f"stopped by {stopper.requested or 'signal'} at step {progress.step}: checkpoint {path}; "
-                    f"continue with --resume"
-                )
-                raise SystemExit(130)
-        if progress.batch_in_epoch >= len(batches):
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-            checkpoint()
     bar.close()
-    stopper.restore()
 
     seconds = time.perf_counter() - began
     summary: dict[str, Any] = {
@@ -393,20 +419,23 @@ def _gather_rng(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 class _StopOnSignal:
-    """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step."""
+    """While active, SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
-        self.previous = {}
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 class _Logger:
