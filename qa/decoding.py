@@ -105,9 +105,7 @@ def decode_spans(
         if window < 0 or not np.isfinite(window_score[window]):
             predictions.append(Prediction(text="", start=0, end=0, score=None))
             continue
-        pair = window_best[window]
-        start_char = int(offsets[window, start_top[window, pair // k], 0])
-        end_char = int(offsets[window, end_top[window, pair % k], 1])
+        start_char, end_char = _char_span(offsets, start_top, end_top, window, int(window_best[window]))
         predictions.append(
             Prediction(
                 text=contexts[example][start_char:end_char],
@@ -119,6 +117,14 @@ def decode_spans(
     if with_nbest:
         _attach_nbest(predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best)
     return predictions
+
+
+def _char_span(
+    offsets: np.ndarray, start_top: np.ndarray, end_top: np.ndarray, window: int, pair: int
+) -> tuple[int, int]:
+    """Character span [start, end) of candidate ``pair`` (start rank x k + end rank) of a window."""
+    k = start_top.shape[1]
+    return int(offsets[window, start_top[window, pair // k], 0]), int(offsets[window, end_top[window, pair % k], 1])
 
 
 def _top_k_positions(logits: np.ndarray, k: int) -> np.ndarray:
@@ -161,9 +167,7 @@ def _attach_nbest(
         candidates = []
         for flat, probability in zip(ranked.tolist(), probabilities.tolist()):
             window = windows[flat // (k * k)]
-            pair = flat % (k * k)
-            start_char = int(offsets[window, start_top[window, pair // k], 0])
-            end_char = int(offsets[window, end_top[window, pair % k], 1])
+            start_char, end_char = _char_span(offsets, start_top, end_top, window, flat % (k * k))
             candidates.append(
                 Candidate(
                     text=contexts[example][start_char:end_char],

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qa.cli_args import ArgumentParser, check_window_settings, positive_int
-from qa.decoding import MAX_ANSWER_LENGTH, N_BEST
+from qa.cli_args import ArgumentParser, add_answer_flags, answer_settings, positive_int
 from qa.errors import QAError, exit_on_qa_error
-from qa.features import MAX_LENGTH, MAX_QUESTION_LENGTH, STRIDE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,25 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--validation-file", help="local SQuAD JSON / JSON lines / CSV / Parquet file instead of the hub")
     data.add_argument("--max-eval-samples", type=positive_int, help="evaluate the first N examples only")
     windows = parser.add_argument_group("windows and decoding")
-    windows.add_argument(
-        "--max-length",
-        type=positive_int,
-        help=f"tokens per window (default: the checkpoint's training value, else {MAX_LENGTH})",
-    )
-    windows.add_argument(
-        "--stride", type=positive_int, help=f"tokens shared by consecutive windows (default: as trained, else {STRIDE})"
-    )
-    windows.add_argument(
-        "--max-question-length",
-        type=positive_int,
-        default=MAX_QUESTION_LENGTH,
-        help="longer questions are cut to this many tokens",
-    )
-    windows.add_argument("--n-best", type=positive_int, default=N_BEST, help="start/end candidates per window")
-    windows.add_argument(
-        "--max-answer-length", type=positive_int, default=MAX_ANSWER_LENGTH, help="longest answer in tokens"
-    )
-    windows.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (per device)")
+    add_answer_flags(windows, batch_size=64)
     output = parser.add_argument_group("output")
     output.add_argument("--output-dir", type=Path, help="where to write the result files (default: the checkpoint)")
     output.add_argument("--save-nbest", action="store_true", help="also write nbest_predictions.json")
@@ -59,20 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict | None:
     args = build_parser().parse_args(argv)
     from qa.data import load_examples
-    from qa.evaluation import AnswerSettings, evaluate_examples
-    from qa.modeling import load_qa_model, load_tokenizer, read_training_args
+    from qa.evaluation import evaluate_examples
+    from qa.modeling import load_qa_model, load_tokenizer
     from qa.runtime import setup_runtime, shutdown
 
-    trained_with = read_training_args(args.ckpt)
-    settings = AnswerSettings(
-        max_length=args.max_length or trained_with.get("max_length", MAX_LENGTH),
-        stride=args.stride or trained_with.get("stride", STRIDE),
-        max_question_length=args.max_question_length,
-        n_best=args.n_best,
-        max_answer_length=args.max_answer_length,
-        batch_size=args.batch_size,
-    )
-    check_window_settings(settings.max_length, settings.stride, settings.max_question_length)
+    settings = answer_settings(args)
     output_dir = args.output_dir or (Path(args.ckpt) if Path(args.ckpt).is_dir() else Path("evaluation"))
     if output_dir.exists() and not output_dir.is_dir():
         raise QAError(f"--output-dir {output_dir} is a file, not a directory")

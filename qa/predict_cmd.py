@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qa.cli_args import ArgumentParser, check_window_settings, positive_int
-from qa.decoding import MAX_ANSWER_LENGTH, N_BEST
+from qa.cli_args import ArgumentParser, add_answer_flags, answer_settings, positive_int
 from qa.errors import QAError, exit_on_qa_error
-from qa.features import MAX_LENGTH, MAX_QUESTION_LENGTH, STRIDE
 
 DEFAULT_CHECKPOINT = "finetuned-squad"
 
@@ -29,19 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and decoding")
     model.add_argument("--ckpt", default=DEFAULT_CHECKPOINT, help="checkpoint directory (train.py output) or hub id")
     model.add_argument("--top-k", type=positive_int, default=1, help="how many answers to return")
-    model.add_argument(
-        "--max-answer-length", type=positive_int, default=MAX_ANSWER_LENGTH, help="longest answer in tokens"
-    )
-    model.add_argument("--n-best", type=positive_int, default=N_BEST, help="start/end candidates per window")
-    model.add_argument(
-        "--max-length",
-        type=positive_int,
-        help=f"tokens per window (default: the checkpoint's training value, else {MAX_LENGTH})",
-    )
-    model.add_argument(
-        "--stride", type=positive_int, help=f"tokens shared by consecutive windows (default: as trained, else {STRIDE})"
-    )
-    model.add_argument("--batch-size", type=positive_int, default=32, help="windows per forward pass")
+    add_answer_flags(model, batch_size=32)
     model.add_argument(
         "--precision",
         default="auto",
@@ -143,20 +129,11 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     requests, from_file = read_requests(args)
     _check_checkpoint(args.ckpt)
 
-    from qa.evaluation import AnswerSettings, answer_examples
-    from qa.modeling import load_qa_model, load_tokenizer, read_training_args
+    from qa.evaluation import answer_examples
+    from qa.modeling import load_qa_model, load_tokenizer
     from qa.runtime import setup_runtime
 
-    trained_with = read_training_args(args.ckpt)
-    settings = AnswerSettings(
-        max_length=args.max_length or trained_with.get("max_length", MAX_LENGTH),
-        stride=args.stride or trained_with.get("stride", STRIDE),
-        max_question_length=MAX_QUESTION_LENGTH,
-        n_best=max(args.n_best, args.top_k),
-        max_answer_length=args.max_answer_length,
-        batch_size=args.batch_size,
-    )
-    check_window_settings(settings.max_length, settings.stride, settings.max_question_length)
+    settings = answer_settings(args, min_n_best=args.top_k)
     runtime = setup_runtime(args.precision)
     tokenizer = load_tokenizer(args.ckpt)
     model = load_qa_model(args.ckpt, require_qa_head=True).to(runtime.device)

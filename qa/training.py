@@ -283,6 +283,11 @@ def _train(config: TrainConfig, runtime: Runtime) -> dict[str, Any]:
         f"{len(examples)} examples -> {len(windows)} windows; {opt.total_steps} optimizer steps of "
         f"{global_batch * config.grad_accum} windows ({config.batch_size} per device x {runtime.world_size} devices "
         f"x {config.grad_accum} accumulation); {runtime.device.type} {runtime.precision}"
+        + (
+            f" (--precision {config.precision} applies on CUDA only)"
+            if config.precision != runtime.precision and runtime.device.type != "cuda" and config.precision != "auto"
+            else ""
+        )
     )
     collator = WindowCollator(windows, tokenizer.pad_token_id or 0)
     bar = _progress_bar(config, runtime, opt.total_steps, progress.step)

@@ -160,3 +160,12 @@ def test_predict_path_does_not_import_datasets(arranged_model_dir):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "Denver Broncos"
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_max_answer_length_limits_the_span(arranged_model_dir, capsys):
+    argv = ["--ckpt", str(arranged_model_dir), "--question", "Who?", "--context", "The Denver Broncos won.", "--json"]
+    predict_cmd.main(argv)
+    assert json.loads(capsys.readouterr().out)["answer"] == "Denver Broncos"
+    predict_cmd.main([*argv, "--max-answer-length", "1"])
+    short = json.loads(capsys.readouterr().out)
+    assert short["answer"] in {"Denver", "Broncos"}
