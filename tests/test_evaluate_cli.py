@@ -176,3 +176,44 @@ def test_torchrun_evaluation_scores_every_example_once(arranged_model_dir, tmp_p
     single_nbest = json.loads((single / "nbest_predictions.json").read_text())
     double_nbest = json.loads((double / "nbest_predictions.json").read_text())
     assert [c["text"] for c in double_nbest["q1"]] == [c["text"] for c in single_nbest["q1"]]
+
+
+def fake_hub(monkeypatch, requested):
+    """Serve the fixture as the hub's dataset, recording which (name, split) was asked for."""
+    import datasets
+
+    from qa.data import load_examples
+
+    def load_dataset(name, split):
+        requested.append((name, split))
+        import tempfile
+        from pathlib import Path
+
+        path = write_squad_json(Path(tempfile.mkdtemp()) / "hub.json", ARTICLES)
+        return load_examples(file=path, for_training=False)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+def test_hub_dataset_and_split_flags(arranged_model_dir, tmp_path, monkeypatch):
+    requested = []
+    fake_hub(monkeypatch, requested)
+    metrics = evaluate_cmd.main(
+        [
+            "--ckpt",
+            str(arranged_model_dir),
+            "--dataset",
+            "my/squad",
+            "--split",
+            "dev",
+            "--output-dir",
+            str(tmp_path),
+            "--max-length",
+            "64",
+            "--stride",
+            "16",
+            "--no-progress",
+        ]
+    )
+    assert requested == [("my/squad", "dev")]
+    assert metrics["num_examples"] == 3

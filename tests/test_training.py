@@ -486,3 +486,40 @@ def test_seed_workers_and_eval_flags_change_what_they_should(tiny_model_dir, tra
     assert losses("workers", "--num-workers", "1") == pytest.approx(base, abs=1e-6)  # same batches from a worker
     assert losses("seed", "--seed", "1") != pytest.approx(base, abs=1e-6)  # other shuffling and dropout
     assert losses("plain", "--no-group-by-length") != pytest.approx(base, abs=1e-6)  # other batches
+
+
+def test_hub_default_trains_on_train_and_evaluates_on_validation(tiny_model_dir, tmp_path, monkeypatch):
+    import datasets
+
+    from qa.data import load_examples
+
+    requested = []
+
+    def load_dataset(name, split):
+        requested.append((name, split))
+        path = write_squad_json(tmp_path / f"{split}.json", overfit_articles())
+        return load_examples(file=path, for_training=False)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    out = tmp_path / "out"
+    summary = train_cmd.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--output-dir",
+            str(out),
+            "--max-length",
+            "64",
+            "--stride",
+            "16",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+        ]
+    )
+    assert requested == [("squad", "train"), ("squad", "validation")]
+    assert summary["metrics"]["num_examples"] == 8 and (out / "metrics.json").is_file()
