@@ -46,8 +46,8 @@ def predict_logits(
             start_logits = outputs.start_logits.float().cpu().numpy()
             end_logits = outputs.end_logits.float().cpu().numpy()
             mask = batch["attention_mask"].numpy().astype(bool)
-            # Boolean-mask rows in order: the real tokens of each window, window after window.
-            targets = np.concatenate([np.arange(starts[w], starts[w] + windows.lengths[w]) for w in batch_indices])
+            # Real tokens sit at the left of each padded row, so position p of window w is flat token starts[w] + p.
+            targets = (starts[batch_indices][:, None] + np.arange(mask.shape[1])[None, :])[mask]
             start_flat[targets] = start_logits[mask]
             end_flat[targets] = end_logits[mask]
     return start_flat, end_flat
