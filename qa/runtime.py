@@ -75,5 +75,8 @@ def barrier(runtime: Runtime) -> None:
 
 
 def shutdown(runtime: Runtime) -> None:
+    """Leave the process group together: a rank that tears it down while rank 0 is still
+    scoring or saving can abort the whole job (gloo's threads die with the process)."""
     if runtime.distributed and torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
