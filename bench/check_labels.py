@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from qa.data import load_examples
 from qa.features import prepare_train_features
+from qa.settings import WindowSettings
 
 
 def audit(examples, enc_offsets, sequence_ids_of, mapping, starts, ends, cls_positions):
@@ -53,7 +54,7 @@ def main() -> None:
     examples = load_examples(file=args.file, for_training=True)[:]
 
     started = time.perf_counter()
-    ours = prepare_train_features(examples, tokenizer, args.max_length, args.stride)
+    ours = prepare_train_features(examples, tokenizer, WindowSettings(args.max_length, args.stride))
     seconds = time.perf_counter() - started
     enc = tokenizer(
         [q.strip() for q in examples["question"]],

@@ -20,7 +20,8 @@ import torch
 from transformers import AutoTokenizer
 
 from qa.data import load_examples
-from qa.evaluation import AnswerSettings, decode_windows
+from qa.decoding import decode_windows
+from qa.settings import DecodeSettings, WindowSettings
 from qa.windows import build_eval_windows, build_train_windows
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     dev = load_examples(file=args.dev_file, for_training=False)
 
     began = time.perf_counter()
-    train_windows = build_train_windows(train, tokenizer, args.max_length, args.stride)
+    train_windows = build_train_windows(train, tokenizer, WindowSettings(args.max_length, args.stride))
     seconds = time.perf_counter() - began
     print(
         f"train features: {len(train)} examples -> {len(train_windows)} windows in {seconds:.2f}s "
@@ -68,7 +69,7 @@ def main() -> None:
     )
 
     began = time.perf_counter()
-    eval_windows = build_eval_windows(dev, tokenizer, args.max_length, args.stride)
+    eval_windows = build_eval_windows(dev, tokenizer, WindowSettings(args.max_length, args.stride))
     seconds = time.perf_counter() - began
     print(
         f"eval features:  {len(dev)} examples -> {len(eval_windows)} windows in {seconds:.2f}s "
@@ -79,7 +80,7 @@ def main() -> None:
     start_flat = rng.normal(size=len(eval_windows.input_ids)).astype(np.float32)
     end_flat = rng.normal(size=len(eval_windows.input_ids)).astype(np.float32)
     began = time.perf_counter()
-    predictions = decode_windows(eval_windows, start_flat, end_flat, AnswerSettings())
+    predictions = decode_windows(eval_windows, start_flat, end_flat, DecodeSettings())
     vectorised = time.perf_counter() - began
     began = time.perf_counter()
     reference = plain_loop_decode(eval_windows, start_flat, end_flat)

@@ -1,11 +1,16 @@
-"""Padding windows into batches: each batch padded to its own longest window."""
+"""Which windows go together and how they are padded: the order of training batches
+(a pure function of seed and epoch), each rank's share, and padding each batch to
+its own longest window."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
 PAD_MULTIPLE = 8  # tensor cores and vectorised CPU kernels prefer lengths in multiples of 8
+MEGABATCH_FACTOR = 50  # length grouping sorts within chunks of 50 batches, as the HF LengthGroupedSampler
 
 
 def padded_length(longest: int, multiple: int = PAD_MULTIPLE) -> int:
@@ -44,3 +49,53 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
     """Window indices grouped into batches of similar length, longest first (for inference)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
+
+
+def epoch_batches(
+    lengths: np.ndarray, global_batch: int, seed: int, epoch: int, group_by_length: bool, drop_last: bool
+) -> list[np.ndarray]:
+    """Window indices of every global batch of one epoch, a pure function of (seed, epoch).
+
+    Being a function of the epoch alone (no RNG state) is what makes resuming
+    mid-epoch exact: the resumed run rebuilds the same list and skips what was done.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+    if group_by_length:
+        # Similar lengths in a batch mean less padding; sorting only within
+        # megabatches keeps the batches random.
+        chunk = global_batch * MEGABATCH_FACTOR
+        order = np.concatenate(
+            [
+                part[np.argsort(-lengths[part], kind="stable")]
+                for part in np.split(order, range(chunk, len(order), chunk))
+            ]
+        )
+    batches = [order[begin : begin + global_batch] for begin in range(0, len(order), global_batch)]
+    if drop_last and batches and len(batches[-1]) < global_batch:
+        batches.pop()
+    return batches
+
+
+def rank_slice(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's part of a global batch: the global batch is the same whatever the world size."""
+    per_rank = len(batch) // world_size
+    return batch[rank * per_rank : (rank + 1) * per_rank]
+
+
+class WindowCollator:
+    """Pads a batch of training window indices to its longest window and adds the labels."""
+
+    def __init__(self, windows: Any, pad_token_id: int) -> None:
+        self.windows = windows
+        self.starts = windows.starts
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        indices = np.asarray(indices, dtype=np.int64)
+        windows = self.windows
+        batch = collate_windows(
+            windows.input_ids, windows.token_type_ids, self.starts, windows.lengths, indices, self.pad_token_id
+        )
+        batch["start_positions"] = torch.from_numpy(windows.start_positions[indices])
+        batch["end_positions"] = torch.from_numpy(windows.end_positions[indices])
+        return batch

@@ -1,19 +1,25 @@
-"""Checkpoints: one directory per save, written atomically, loadable by `from_pretrained`.
+"""Every file train.py writes to its output directory, written atomically and read back here.
 
 ``OUTPUT_DIR/checkpoint-STEP`` holds the model and tokenizer (``save_pretrained``),
 ``training_args.json`` and ``training_state.pt`` (optimizer, scheduler, scaler,
-RNG states and the position in the run). Everything is written into a hidden
-temporary directory first and renamed into place, so a crash mid-write never
-leaves a directory that looks like a complete checkpoint.
+RNG states and the position in the run). A checkpoint is written into a hidden
+temporary directory and renamed into place, and retired by renaming it away
+before deleting it, so a directory named ``checkpoint-N`` is always complete.
+The final model goes into ``OUTPUT_DIR`` itself with ``config.json`` moved last:
+a directory without ``config.json`` is never taken for a model.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import re
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +27,15 @@ import numpy as np
 import torch
 
 from qa.errors import QAError
-from qa.modeling import TRAINING_ARGS_FILE
 
 STATE_FILE = "training_state.pt"
+TRAINING_ARGS_FILE = "training_args.json"
+LOG_FILE = "train_log.jsonl"
+LOCK_FILE = ".train.lock"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+STATE_KEYS = ("optimizer", "scheduler", "scaler", "position", "rng")
+# What a finished run leaves in its output directory besides the model files.
+RUN_FILES = (LOG_FILE, "metrics.json", "predictions.json", "nbest_predictions.json", "na_prob.json")
 
 
 def rng_states() -> dict[str, Any]:
@@ -50,39 +61,94 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(item) for item in value) if isinstance(value, list | tuple) else value
 
 
-def write_model_dir(directory: Path, model: Any, tokenizer: Any, config: dict[str, Any]) -> None:
+def read_training_args(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The training arguments train.py recorded beside a model, or {} for other models."""
+    if checkpoint is None:
+        return {}
+    path = Path(checkpoint) / TRAINING_ARGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise QAError(f"{path}: cannot read the training arguments ({error})") from None
+    if not isinstance(value, dict):
+        raise QAError(f"{path}: expected a JSON object")
+    return value
+
+
+def write_model_dir(directory: Path, model: Any, tokenizer: Any, training_args: dict[str, Any]) -> None:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    (directory / TRAINING_ARGS_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (directory / TRAINING_ARGS_FILE).write_text(json.dumps(training_args, indent=2) + "\n")
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, model: Any, tokenizer: Any, config: dict[str, Any], state: dict[str, Any]
+    output_dir: Path, step: int, model: Any, tokenizer: Any, training_args: dict[str, Any], state: dict[str, Any]
 ) -> Path:
     """Write ``checkpoint-STEP`` atomically and return its path."""
     final = output_dir / f"checkpoint-{step}"
     temporary = output_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    write_model_dir(temporary, model, tokenizer, config)
-    torch.save(state, temporary / STATE_FILE)
-    _fsync_files(temporary)
-    if final.exists():  # the same step saved twice (e.g. a signal right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(temporary, final)
-    _fsync_directory_entry(output_dir)
+    with _cleaned_up_on_failure(temporary, f"checkpoint {final}", output_dir):
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        write_model_dir(temporary, model, tokenizer, training_args)
+        torch.save(state, temporary / STATE_FILE)
+        _fsync_files(temporary)
+        if final.exists():  # the same step saved twice (e.g. a signal right after a periodic save)
+            retire(final)
+        os.replace(temporary, final)
+        _fsync_directory_entry(output_dir)
     return final
 
 
-def save_final_model(output_dir: Path, model: Any, tokenizer: Any, config: dict[str, Any]) -> None:
-    """Put the final model and tokenizer into ``output_dir`` itself, each file replaced atomically."""
+def save_final_model(output_dir: Path, model: Any, tokenizer: Any, training_args: dict[str, Any]) -> None:
+    """Put the final model and tokenizer into ``output_dir`` itself.
+
+    Files are written to a temporary directory first; then ``config.json``, the
+    file that makes a directory a model, is removed, the other files are moved
+    in, and the new ``config.json`` comes last. A kill in between leaves a
+    directory that loads as nothing (the checkpoints keep the weights), never
+    new arguments beside old weights.
+    """
     temporary = output_dir / ".final.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    write_model_dir(temporary, model, tokenizer, config)
-    for item in temporary.iterdir():
-        os.replace(item, output_dir / item.name)
-    temporary.rmdir()
+    with _cleaned_up_on_failure(temporary, "the final model", output_dir):
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        write_model_dir(temporary, model, tokenizer, training_args)
+        _fsync_files(temporary)
+        (output_dir / "config.json").unlink(missing_ok=True)
+        for item in sorted(temporary.iterdir(), key=lambda path: path.name == "config.json"):
+            os.replace(item, output_dir / item.name)
+        temporary.rmdir()
+        _fsync_directory_entry(output_dir)
+
+
+@contextmanager
+def _cleaned_up_on_failure(temporary: Path, what: str, output_dir: Path) -> Iterator[None]:
+    """Leave no temporary directory behind, and say "no space left" in one line when that is the cause."""
+    try:
+        yield
+    except BaseException as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if _is_disk_full(error):
+            kept = list_checkpoints(output_dir)
+            raise QAError(
+                f"no space left on the device while writing {what}; nothing half-written was kept. "
+                f"Last good checkpoint: {kept[-1] if kept else 'none'}. Free space, then continue with --resume"
+            ) from None
+        raise
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """torch.save and safetensors wrap the OSError; look through the chain and the message."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -97,11 +163,78 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def retire(path: Path) -> None:
+    """Remove a checkpoint directory atomically: rename it out of sight, then delete it."""
+    doomed = path.with_name(f".{path.name}.deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
 def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
     if keep is None:
         return
     for path in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(path)
+        retire(path)
+
+
+def remove_leftovers(output_dir: Path) -> None:
+    """Temporary and half-deleted directories of a run that was killed."""
+    if output_dir.is_dir():
+        for path in output_dir.iterdir():
+            if path.name.startswith(".") and path.name.endswith((".tmp", ".deleting")):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def holds_a_run(output_dir: Path) -> bool:
+    """Whether ``output_dir`` holds the model, checkpoints or logs of an earlier run."""
+    if not output_dir.is_dir():
+        return False
+    names = {path.name for path in output_dir.iterdir()}
+    return bool(
+        names & {"config.json", TRAINING_ARGS_FILE, *RUN_FILES} or any(CHECKPOINT_PATTERN.match(n) for n in names)
+    )
+
+
+def clear_run(output_dir: Path, tokenizer_files: list[str]) -> None:
+    """Delete what train.py writes into ``output_dir`` (nothing else: it may be a user's directory)."""
+    if not output_dir.is_dir():
+        return
+    names = {"config.json", "model.safetensors", TRAINING_ARGS_FILE, *RUN_FILES, *tokenizer_files}
+    for path in output_dir.iterdir():
+        if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
+            retire(path)
+        elif path.name in names and path.is_file():
+            path.unlink()
+    remove_leftovers(output_dir)
+
+
+@contextmanager
+def output_dir_lock(output_dir: Path) -> Iterator[None]:
+    """One train.py per output directory. The OS drops the lock when its holder dies, so a
+    killed run never leaves a stale lock behind."""
+    import fcntl
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise QAError(
+                f"--output-dir {output_dir} is in use by another train.py ({holder}); wait for it or pick another "
+                "directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
@@ -121,10 +254,17 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
 
 def load_training_state(checkpoint: Path) -> dict[str, Any]:
     """Load without running pickled code: tensors and plain containers only."""
+    path = checkpoint / STATE_FILE
     try:
-        return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise QAError(f"{checkpoint / STATE_FILE}: cannot load the training state ({error})") from None
+        raise QAError(f"{path}: cannot load the training state ({str(error).splitlines()[0]})") from None
+    if isinstance(state, dict) and "progress" in state and "position" not in state:
+        state["position"] = state.pop("progress")  # checkpoints written before the rename
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise QAError(f"{path}: not a training state of this tool (missing: {', '.join(missing)})")
+    return state
 
 
 def _fsync_files(directory: Path) -> None:

@@ -1,4 +1,9 @@
-"""Training configuration: plain values with one check that reports every problem at once."""
+"""What each command can be told: one dataclass per command, its fields are its flags.
+
+`qa.cli` turns the fields into argparse flags (help from the field metadata) and
+every command validates the same way: ``problems()`` lists every bad value and
+one `QAError` reports them together, before any work starts.
+"""
 
 from __future__ import annotations
 
@@ -7,78 +12,150 @@ from pathlib import Path
 from typing import Any
 
 from qa.errors import QAError
-from qa.runtime import PRECISIONS
+from qa.settings import PRECISIONS, DecodeSettings, Problems, WindowSettings, flag, setting
+
+DEFAULT_OUTPUT_DIR = "finetuned-squad"
+PRECISION_HELP = (
+    "autocast dtype. CUDA: auto = bf16 where supported, else fp16 with a GradScaler. "
+    "CPU: auto = fp32; bf16 runs CPU autocast"
+)
+
+
+def raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise QAError("; ".join(problems))
+
+
+def _file_problems(problems: Problems, owner: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).is_file():
+                problems.append(f"{flag(name)} {path}: no such file")
 
 
 @dataclass
 class TrainConfig:
     """Everything `python train.py` can be told; defaults reproduce the reference recipe."""
 
-    model: str = "distilbert-base-cased"  # hub id or local model directory
-    dataset: str = "squad"  # hub dataset, used when no --train-file is given
-    train_file: str | None = None  # local SQuAD JSON / JSON lines / CSV / Parquet
-    validation_file: str | None = None
-    output_dir: str = "finetuned-squad"
-    epochs: float = 3.0
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0  # fraction of all optimizer steps spent warming up linearly
-    batch_size: int = 16  # windows per device per micro-batch
-    eval_batch_size: int = 64
-    grad_accum: int = 1  # micro-batches per optimizer step
-    max_grad_norm: float = 1.0  # 0 turns clipping off
-    max_length: int = 384
-    stride: int = 128
-    max_question_length: int = 64
-    max_steps: int | None = None  # overrides epochs
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    seed: int = 42
-    save_steps: int | None = None  # also checkpoint every N optimizer steps
-    save_total_limit: int | None = None  # keep only the newest N checkpoints
-    resume: str | None = None  # "latest" or a checkpoint directory
-    precision: str = "auto"
-    num_workers: int = 0
-    group_by_length: bool = True
-    eval: bool = True
-    log_steps: int = 10
-    cache_dir: str | None = None  # tokenised windows; default ~/.cache/qa-squad
-    progress: bool = True
+    # model and data
+    model: str = setting("distilbert-base-cased", "hub id or local model directory", group="model and data")
+    dataset: str = setting("squad", "hub dataset, used when no --train-file is given (train and validation splits)")
+    train_file: list[str] | None = setting(
+        None, "local SQuAD JSON / JSON lines / CSV / Parquet training file(s); several train on their union", nargs="+"
+    )
+    validation_file: str | None = setting(None, "local validation file (evaluated after training)")
+    max_train_samples: int | None = setting(None, "train on the first N examples")
+    max_eval_samples: int | None = setting(None, "evaluate on the first N examples")
+    window: WindowSettings = setting(WindowSettings)
+    cache_dir: str | None = setting(None, "tokenised-window cache (default: $QA_CACHE_DIR or ~/.cache/qa-squad)")
+    # optimisation
+    epochs: float = setting(3.0, "passes over the training windows", group="optimisation")
+    max_steps: int | None = setting(None, "optimizer steps to run; overrides --epochs")
+    lr: float = setting(2e-5, "peak learning rate (AdamW)")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm weights)")
+    warmup_ratio: float = setting(0.0, "fraction of steps with linear warmup; then linear decay to 0")
+    batch_size: int = setting(16, "training windows per device per micro-batch (global = this x devices x accum)")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    max_grad_norm: float = setting(1.0, "clip gradients to this norm; 0: off")
+    seed: int = setting(42, "seeds shuffling and dropout")
+    group_by_length: bool = setting(True, "batches of similar length (less padding) instead of plain shuffled ones")
+    # hardware
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS, group="hardware")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    # output, checkpoints and evaluation
+    output_dir: str = setting(
+        DEFAULT_OUTPUT_DIR, "final model, checkpoints, logs, metrics", group="output, checkpoints and evaluation"
+    )
+    overwrite_output_dir: bool = setting(False, "start clean in an output directory that holds an earlier run")
+    save_steps: int | None = setting(None, "also checkpoint every N optimizer steps")
+    epoch_checkpoints: bool = setting(True, "checkpoint at the end of every epoch")
+    save_total_limit: int | None = setting(None, "keep only the newest N checkpoints")
+    resume: str | None = setting(
+        None, "continue from the latest checkpoint in --output-dir, or from the one given", nargs="?", const="latest"
+    )
+    log_steps: int = setting(10, "write train_log.jsonl (mean loss of the interval) every N steps")
+    eval_batch_size: int = setting(64, "windows per device in the evaluation after training")
+    eval: bool = setting(True, "evaluate on the validation set after training")
+    progress: bool = setting(True, "progress bars")
 
-    def check(self) -> None:
-        """Raise one `QAError` listing every bad value, before any work starts."""
-        problems = []
-
-        def need(condition: bool, message: str) -> None:
-            if not condition:
-                problems.append(message)
-
-        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
-        need(self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
-        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        need(0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("batch_size", "eval_batch_size", "grad_accum", "max_length", "stride", "log_steps"):
-            need(getattr(self, name) > 0, f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("max_steps", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit"):
-            value = getattr(self, name)
-            need(value is None or value > 0, f"--{name.replace('_', '-')} must be > 0, got {value}")
-        need(self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0, got {self.max_grad_norm}")
-        need(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
-        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
-        need(
-            self.stride < self.max_length - 6,
-            f"--stride ({self.stride}) must be smaller than --max-length ({self.max_length}) minus 6 "
-            "(room for the question and special tokens)",
+    def problems(self) -> list[str]:
+        problems = Problems(self.window.problems())
+        problems.finite(self, "lr", "epochs", "weight_decay", "warmup_ratio", "max_grad_norm")
+        problems.positive(self, "lr", "epochs", "batch_size", "eval_batch_size", "grad_accum", "log_steps")
+        problems.positive(
+            self, "max_steps", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit", optional=True
         )
-        need(self.max_length <= 4096, f"--max-length {self.max_length} is larger than any supported model")
+        problems.need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        problems.need(0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        problems.need(self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0, got {self.max_grad_norm}")
+        problems.need(self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}")
+        problems.need(0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}")
+        problems.need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
+        problems.need(
+            not (self.resume and self.overwrite_output_dir), "--resume and --overwrite-output-dir contradict each other"
+        )
         output = Path(self.output_dir)
-        need(not output.exists() or output.is_dir(), f"--output-dir {output} is a file, not a directory")
-        if self.train_file is not None:
-            need(Path(self.train_file).is_file(), f"--train-file {self.train_file}: no such file")
-        if self.validation_file is not None:
-            need(Path(self.validation_file).is_file(), f"--validation-file {self.validation_file}: no such file")
-        if problems:
-            raise QAError("; ".join(problems))
+        problems.need(not output.exists() or output.is_dir(), f"--output-dir {output} is a file, not a directory")
+        _file_problems(problems, self, "train_file", "validation_file")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything `python evaluate.py` can be told."""
+
+    ckpt: str = setting(
+        DEFAULT_OUTPUT_DIR, "checkpoint directory (train.py output) or hub id", group="model", checkpoint=True
+    )
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
+    dataset: str = setting("squad", "hub dataset name", group="data")
+    split: str = setting("validation", "hub dataset split")
+    validation_file: str | None = setting(None, "local SQuAD JSON / JSON lines / CSV / Parquet file instead of the hub")
+    max_eval_samples: int | None = setting(None, "evaluate the first N examples only")
+    window: WindowSettings = setting(WindowSettings, group="windows and decoding", as_trained=True)
+    decode: DecodeSettings = setting(DecodeSettings)
+    batch_size: int = setting(64, "windows per forward pass (per device)")
+    output_dir: str | None = setting(None, "where to write the result files (default: the checkpoint)", group="output")
+    save_nbest: bool = setting(False, "also write nbest_predictions.json")
+    progress: bool = setting(True, "progress bars")
+
+    def problems(self) -> list[str]:
+        problems = Problems(self.window.problems() + self.decode.problems())
+        problems.positive(self, "batch_size")
+        problems.positive(self, "max_eval_samples", optional=True)
+        _file_problems(problems, self, "validation_file")
+        return problems
+
+
+@dataclass
+class PredictConfig:
+    """Everything `python predict.py` can be told."""
+
+    question: str | None = setting(None, "the question", group="input (a question with --context or --input)")
+    context: str | None = setting(None, "the context text")
+    context_file: str | None = setting(None, "read the context from this file ('-' for standard input)")
+    input: str | None = setting(None, 'JSON lines file of {"question", "context", "id"?} objects')
+    ckpt: str = setting(
+        DEFAULT_OUTPUT_DIR,
+        "checkpoint directory (train.py output) or hub id",
+        group="model and decoding",
+        checkpoint=True,
+    )
+    top_k: int = setting(1, "how many answers to return (at most --n-best)")
+    window: WindowSettings = setting(WindowSettings, as_trained=True)
+    decode: DecodeSettings = setting(DecodeSettings)
+    batch_size: int = setting(32, "windows per forward pass (per device)")
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
+    json: bool = setting(False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)")
+
+    def problems(self) -> list[str]:
+        problems = Problems(self.window.problems() + self.decode.problems())
+        problems.positive(self, "top_k", "batch_size")
+        problems.need(
+            self.top_k <= self.decode.n_best, f"--top-k ({self.top_k}) must be at most --n-best ({self.decode.n_best})"
+        )
+        return problems

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import QAError, record_error
+from qa.hub import hub_unreachable, unreachable_note
 
 if TYPE_CHECKING:
     import datasets
@@ -67,30 +68,59 @@ def load_examples(
     *,
     for_training: bool,
     max_samples: int | None = None,
-    report: list[LoadReport] | None = None,
 ) -> datasets.Dataset:
     """Load one split of raw examples: from ``file`` when given, else the hub.
 
     ``for_training`` decides what happens to answers that do not match their
     context: skipped (and counted on stderr) for training, kept for evaluation
     where only the answer text is scored. ``max_samples`` keeps the first N
-    records after validation. A ``report`` list, when given, receives a
-    `LoadReport`.
+    records after validation.
     """
-    import datasets
+    columns = _load_columns(dataset, split, file, for_training=for_training)
+    return _as_dataset(columns, max_samples)
 
+
+def load_training_examples(
+    dataset: str, files: list[str] | None, *, max_samples: int | None = None
+) -> datasets.Dataset:
+    """Training examples from the union of ``files`` (ids unique across them), else the hub's train split."""
+    if not files:
+        return load_examples(dataset, "train", None, for_training=True, max_samples=max_samples)
+    merged: dict[str, list[Any]] | None = None
+    first_file_of: dict[str, str] = {}
+    for file in files:
+        columns = _load_columns(dataset, "train", file, for_training=True)
+        for example_id in columns["id"]:
+            if example_id in first_file_of:
+                raise record_error(str(file), example_id, "id", f"duplicate id (also in {first_file_of[example_id]})")
+            first_file_of[example_id] = str(file)
+        merged = columns if merged is None else {name: merged[name] + columns[name] for name in merged}
+    return _as_dataset(merged, max_samples)
+
+
+def _load_columns(
+    dataset: str, split: str, file: str | os.PathLike[str] | None, *, for_training: bool
+) -> dict[str, list[Any]]:
     if file is not None:
         source = str(file)
         records = read_local_records(Path(file))
     else:
         source = f"{dataset}[{split}]"
         records = _hub_records(dataset, split)
-    columns, load_report = validate_records(records, source, for_training=for_training)
+    try:
+        columns, _ = validate_records(records, source, for_training=for_training)
+    except UnicodeDecodeError as error:
+        raise QAError(f"{source}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:  # unreadable file: permissions, a directory, an I/O error
+        raise QAError(f"{source}: cannot read ({error.strerror or error})") from None
+    return columns
+
+
+def _as_dataset(columns: dict[str, list[Any]], max_samples: int | None) -> datasets.Dataset:
+    import datasets
+
     if max_samples is not None:
         columns = {name: values[:max_samples] for name, values in columns.items()}
-        load_report.kept = len(columns["id"])
-    if report is not None:
-        report.append(load_report)
     return datasets.Dataset.from_dict(columns, features=squad_features())
 
 
@@ -202,15 +232,17 @@ def _parquet_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
 
 
 def _hub_records(name: str, split: str) -> Iterator[tuple[str | int, dict[str, Any]]]:
+    hub_unreachable()  # fail fast (or use the local cache) when there is no network
     import datasets
 
     try:
         hub_dataset = datasets.load_dataset(name, split=split)
     except (ConnectionError, OSError) as error:
+        local_flag = "--train-file train-v1.1.json" if split == "train" else "--validation-file dev-v1.1.json"
         raise QAError(
             f"could not load '{name}' split '{split}' from the Hugging Face hub ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no connection'}); offline, pass local files "
-            "instead, e.g. --train-file train-v1.1.json --validation-file dev-v1.1.json"
+            f"{str(error).splitlines()[0] if str(error) else 'no connection'}{unreachable_note()}); "
+            f"offline, pass a local file instead, e.g. {local_flag}"
         ) from None
     except ValueError as error:
         raise QAError(f"dataset '{name}' has no split '{split}' ({error})") from None
@@ -264,6 +296,10 @@ def validate_records(
                 continue
         elif not texts:
             raise record_error(source, label, "answers", "has no answer text to score against")
+        if any(start + len(text) > len(context) for text, start in zip(texts, starts)):
+            raise record_error(
+                source, label, "answers.answer_start", f"points past the end of the context ({len(context)} characters)"
+            )
         title = record.get("title")
         columns["id"].append(record_id)
         columns["title"].append(title if isinstance(title, str) else "")

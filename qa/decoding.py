@@ -11,12 +11,17 @@ logit, and keep the best-scoring pair over all windows of the example.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-N_BEST = 20
-MAX_ANSWER_LENGTH = 30
+from qa.settings import DecodeSettings
+
+if TYPE_CHECKING:
+    from qa.windows import EvalWindows
+
 NOT_CONTEXT = -1  # offset value marking a token outside the context (or padding)
+DECODE_CHUNK_WINDOWS = 4096  # bounds the padded [windows, length] arrays the decoder builds
 
 
 @dataclass
@@ -57,8 +62,8 @@ def decode_spans(
     offsets: np.ndarray,
     window_example: np.ndarray,
     contexts: list[str],
-    n_best: int = N_BEST,
-    max_answer_length: int = MAX_ANSWER_LENGTH,
+    n_best: int = DecodeSettings.n_best,
+    max_answer_length: int = DecodeSettings.max_answer_length,
     with_nbest: bool = False,
 ) -> list[Prediction]:
     """Best answer span of every example, over all of its windows.
@@ -116,6 +121,42 @@ def decode_spans(
         )
     if with_nbest:
         _attach_nbest(predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best)
+    return predictions
+
+
+def decode_windows(
+    windows: EvalWindows,
+    start_flat: np.ndarray,
+    end_flat: np.ndarray,
+    settings: DecodeSettings,
+    with_nbest: bool = False,
+) -> list[Prediction]:
+    """Decode ragged logits in chunks of whole examples, so padding memory stays bounded."""
+    starts = windows.starts
+    predictions: list[Prediction] = []
+    num_windows = len(windows)
+    begin = 0
+    while begin < num_windows:
+        end = min(begin + DECODE_CHUNK_WINDOWS, num_windows)
+        # Extend the chunk so that an example's windows are never split across chunks.
+        while end < num_windows and windows.window_example[end] == windows.window_example[end - 1]:
+            end += 1
+        token_begin = starts[begin]
+        token_end = starts[end - 1] + windows.lengths[end - 1]
+        lengths = windows.lengths[begin:end]
+        first_example = int(windows.window_example[begin])
+        last_example = int(windows.window_example[end - 1])
+        predictions += decode_spans(
+            pad_ragged(start_flat[token_begin:token_end], lengths, -np.inf),
+            pad_ragged(end_flat[token_begin:token_end], lengths, -np.inf),
+            pad_ragged(windows.offsets[token_begin:token_end], lengths, NOT_CONTEXT),
+            windows.window_example[begin:end] - first_example,
+            windows.contexts[first_example : last_example + 1],
+            n_best=settings.n_best,
+            max_answer_length=settings.max_answer_length,
+            with_nbest=with_nbest,
+        )
+        begin = end
     return predictions
 
 

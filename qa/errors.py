@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -23,7 +25,12 @@ def record_error(path: str, record: str | int, field: str, problem: str) -> QAEr
 
 
 def exit_on_qa_error(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command's main function so a QAError ends the process cleanly."""
+    """Wrap a command's main function so the ways a user ends or breaks it end in one line.
+
+    QAError: status 2. Ctrl-C outside the training loop (which checkpoints itself): status 130.
+    Output piped into a reader that stopped (``| head``): quiet, status 141 as for SIGPIPE.
+    A full disk anywhere (logs, result files, the cache): one line, status 2.
+    """
 
     @wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -31,6 +38,18 @@ def exit_on_qa_error(main: Callable[..., Any]) -> Callable[..., Any]:
             return main(*args, **kwargs)
         except QAError as error:
             print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        except BrokenPipeError:
+            # Python would complain again while flushing stdout at exit; point it at /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(141) from None
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            print(f"error: no space left on the device ({error.filename or 'while writing'})", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

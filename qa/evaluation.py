@@ -8,32 +8,25 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from qa.decoding import MAX_ANSWER_LENGTH, N_BEST, NOT_CONTEXT, Prediction, decode_spans, pad_ragged
-from qa.features import MAX_LENGTH, MAX_QUESTION_LENGTH, STRIDE
+from qa.decoding import Prediction, decode_windows
 from qa.inference import gather_logits, predict_logits, shard_windows
-from qa.metrics import load_squad_metric
+from qa.metrics import squad_scores
 from qa.runtime import Runtime
-from qa.windows import EvalWindows, build_eval_windows
-
-DECODE_CHUNK_WINDOWS = 4096  # bounds the padded [windows, length] arrays the decoder builds
+from qa.settings import DecodeSettings, WindowSettings
+from qa.windows import build_eval_windows
 
 
 @dataclass
 class AnswerSettings:
-    """How examples become windows and windows become answers."""
+    """How examples become windows, windows become logits and logits become answers."""
 
-    max_length: int = MAX_LENGTH
-    stride: int = STRIDE
-    max_question_length: int = MAX_QUESTION_LENGTH
-    n_best: int = N_BEST
-    max_answer_length: int = MAX_ANSWER_LENGTH
-    batch_size: int = 64
+    window: WindowSettings = field(default_factory=WindowSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    batch_size: int = 64  # windows per forward pass
 
 
 @dataclass
@@ -66,9 +59,7 @@ def answer_examples(
     """
     timings = timings if timings is not None else Timings()
     began = time.perf_counter()
-    windows = build_eval_windows(
-        examples, tokenizer, settings.max_length, settings.stride, settings.max_question_length, progress=progress
-    )
+    windows = build_eval_windows(examples, tokenizer, settings.window, progress=progress)
     timings.features = time.perf_counter() - began
     timings.num_windows = len(windows)
 
@@ -88,44 +79,8 @@ def answer_examples(
         return None
 
     began = time.perf_counter()
-    predictions = decode_windows(windows, *gathered, settings, with_nbest=with_nbest)
+    predictions = decode_windows(windows, *gathered, settings.decode, with_nbest=with_nbest)
     timings.decoding = time.perf_counter() - began
-    return predictions
-
-
-def decode_windows(
-    windows: EvalWindows,
-    start_flat: np.ndarray,
-    end_flat: np.ndarray,
-    settings: AnswerSettings,
-    with_nbest: bool = False,
-) -> list[Prediction]:
-    """Decode ragged logits in chunks of whole examples, so padding memory stays bounded."""
-    starts = windows.starts
-    predictions: list[Prediction] = []
-    num_windows = len(windows)
-    begin = 0
-    while begin < num_windows:
-        end = min(begin + DECODE_CHUNK_WINDOWS, num_windows)
-        # Extend the chunk so that an example's windows are never split across chunks.
-        while end < num_windows and windows.window_example[end] == windows.window_example[end - 1]:
-            end += 1
-        token_begin = starts[begin]
-        token_end = starts[end - 1] + windows.lengths[end - 1]
-        lengths = windows.lengths[begin:end]
-        first_example = int(windows.window_example[begin])
-        last_example = int(windows.window_example[end - 1])
-        predictions += decode_spans(
-            pad_ragged(start_flat[token_begin:token_end], lengths, -np.inf),
-            pad_ragged(end_flat[token_begin:token_end], lengths, -np.inf),
-            pad_ragged(windows.offsets[token_begin:token_end], lengths, NOT_CONTEXT),
-            windows.window_example[begin:end] - first_example,
-            windows.contexts[first_example : last_example + 1],
-            n_best=settings.n_best,
-            max_answer_length=settings.max_answer_length,
-            with_nbest=with_nbest,
-        )
-        begin = end
     return predictions
 
 
@@ -155,10 +110,8 @@ def evaluate_examples(
     began = time.perf_counter()
     example_ids = list(examples["id"])
     answers = {example_id: prediction.text for example_id, prediction in zip(example_ids, predictions)}
-    # Scored through the `evaluate` API (our offline SQuAD v1.1 module), as users of the hub metric expect.
-    scores = load_squad_metric().compute(
-        predictions=[{"id": example_id, "prediction_text": text} for example_id, text in answers.items()],
-        references=[{"id": example_id, "answers": gold} for example_id, gold in zip(example_ids, examples["answers"])],
+    scores = squad_scores(
+        answers, {example_id: gold["text"] for example_id, gold in zip(example_ids, examples["answers"])}
     )
     timings.metric = time.perf_counter() - began
     metrics = {

@@ -1,4 +1,4 @@
-"""Question/context windows for the model, batched for `datasets.Dataset.map`.
+"""Question/context windows for the model, for a batch (dict of columns) of examples.
 
 A context longer than one window is cut into overlapping windows
 (``max_length`` tokens, consecutive windows sharing ``stride`` tokens), each
@@ -12,28 +12,22 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any
 
-MAX_LENGTH = 384
-STRIDE = 128
-MAX_QUESTION_LENGTH = 64
+from qa.settings import WindowSettings
 
 
 def prepare_train_features(
-    examples: dict[str, list[Any]],
-    tokenizer: Any,
-    max_length: int = MAX_LENGTH,
-    stride: int = STRIDE,
-    max_question_length: int = MAX_QUESTION_LENGTH,
+    examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings
 ) -> dict[str, list[Any]]:
     """Tokenise a batch of examples into labelled training windows.
 
-    Returns ``input_ids``, ``attention_mask``, ``token_type_ids`` (only when the
-    tokenizer's model takes them) and ``start_positions`` / ``end_positions``,
+    Returns ``input_ids``, ``token_type_ids`` (only when the tokenizer's model
+    takes them) and ``start_positions`` / ``end_positions``,
     one row per window in the tokenizer's overflow order. The label is the
     smallest token span covering the first gold answer (its surrounding white
     space left out); windows without the whole answer get the CLS position for
     both. Labels always satisfy start <= end and lie inside the context.
     """
-    encoded, context_index = _encode_windows(examples, tokenizer, max_length, stride, max_question_length)
+    encoded, context_index = _encode_windows(examples, tokenizer, window)
     cls_token_id = tokenizer.cls_token_id
     start_positions: list[int] = []
     end_positions: list[int] = []
@@ -62,11 +56,7 @@ def prepare_train_features(
 
 
 def prepare_eval_features(
-    examples: dict[str, list[Any]],
-    tokenizer: Any,
-    max_length: int = MAX_LENGTH,
-    stride: int = STRIDE,
-    max_question_length: int = MAX_QUESTION_LENGTH,
+    examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings
 ) -> dict[str, list[Any]]:
     """Tokenise a batch of examples into evaluation windows.
 
@@ -74,7 +64,7 @@ def prepare_eval_features(
     example) and ``offset_mapping`` (character span of each token in the
     context, ``None`` for every token outside the context).
     """
-    encoded, context_index = _encode_windows(examples, tokenizer, max_length, stride, max_question_length)
+    encoded, context_index = _encode_windows(examples, tokenizer, window)
     example_ids: list[str] = []
     offset_mapping: list[list[tuple[int, int] | None]] = []
     for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
@@ -126,14 +116,13 @@ def _strip_span(context: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _encode_windows(
-    examples: dict[str, list[Any]], tokenizer: Any, max_length: int, stride: int, max_question_length: int
-) -> tuple[Any, int]:
+def _encode_windows(examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings) -> tuple[Any, int]:
     """Tokenise question/context pairs into overlapping windows; returns the encoding and the context's sequence id."""
     # The context part of a window must stay longer than the stride, so the question cap
     # shrinks for short windows instead of the tokenizer failing on a long question.
-    room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - stride - 1
-    question_cap = max(1, min(max_question_length, room))
+    # WindowSettings' rule (stride <= max_length - MAX_SPECIAL_TOKENS - 2) keeps this room >= 1.
+    room = window.max_length - tokenizer.num_special_tokens_to_add(pair=True) - window.stride - 1
+    question_cap = max(1, min(window.max_question_length, room))
     questions = _cut_long_questions([question.strip() for question in examples["question"]], tokenizer, question_cap)
     contexts = examples["context"]
     # Tokenizers that pad on the left expect the context first (as in the Hugging Face QA recipes).
@@ -142,8 +131,8 @@ def _encode_windows(
     encoded = tokenizer(
         *pair,
         truncation="only_second" if question_first else "only_first",
-        max_length=max_length,
-        stride=stride,
+        max_length=window.max_length,
+        stride=window.stride,
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
         return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
@@ -171,7 +160,8 @@ def _cut_long_questions(questions: list[str], tokenizer: Any, max_question_lengt
 
 
 def _model_inputs(encoded: Any, tokenizer: Any) -> dict[str, list[Any]]:
-    names = ["input_ids", "attention_mask"]
+    # No attention mask: windows are stored unpadded and the batcher builds the mask.
+    names = ["input_ids"]
     if "token_type_ids" in tokenizer.model_input_names:
         names.append("token_type_ids")
     return {name: encoded[name] for name in names}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from qa.settings import PRECISIONS
 
 
 @dataclass
@@ -20,7 +21,6 @@ class Runtime:
     precision: str  # resolved: fp32, bf16 or fp16
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def distributed(self) -> bool:
@@ -66,7 +66,7 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
     if world_size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return Runtime(chosen, resolve_precision(precision, chosen), rank, world_size, local_rank)
+    return Runtime(chosen, resolve_precision(precision, chosen), rank, world_size)
 
 
 def barrier(runtime: Runtime) -> None:
@@ -80,3 +80,15 @@ def shutdown(runtime: Runtime) -> None:
     if runtime.distributed and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_process_first(runtime: Runtime) -> Iterator[None]:
+    """Rank 0 runs the block first (say, to fill a cache), the other ranks after it."""
+    if not runtime.is_main:
+        barrier(runtime)
+    try:
+        yield
+    finally:
+        if runtime.is_main:
+            barrier(runtime)

@@ -1,7 +1,7 @@
 """Windows of a whole split, stored ragged: memory follows real tokens, not max_length.
 
-`build_train_windows` and `build_eval_windows` run the batched feature
-functions of `qa.features` over a `datasets.Dataset` in chunks and keep the
+`build_train_windows` and `build_eval_windows` run the feature functions of
+`qa.features` over the examples in chunks of 1,000 and keep the
 results as flat numpy arrays plus per-window lengths. Training windows are
 cached on disk, keyed by the examples, the tokenizer and the window settings,
 so a second run does not tokenise again.
@@ -13,8 +13,9 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from qa.decoding import NOT_CONTEXT
 from qa.features import prepare_eval_features, prepare_train_features
+from qa.settings import WindowSettings
 
 CHUNK_EXAMPLES = 1000
 # Bump when the feature code changes what it produces, so old caches are not reused.
@@ -83,9 +85,7 @@ def _chunks(columns: dict[str, list[Any]]) -> Any:
 def build_train_windows(
     examples: Any,
     tokenizer: Any,
-    max_length: int,
-    stride: int,
-    max_question_length: int = 64,
+    window: WindowSettings,
     cache_dir: Path | None = None,
     progress: bool = False,
 ) -> TrainWindows:
@@ -93,16 +93,13 @@ def build_train_windows(
     columns = {name: examples[name] for name in ("id", "question", "context", "answers")}
     cache_file = None
     if cache_dir is not None:
-        key = _cache_key(columns, tokenizer, max_length, stride, max_question_length)
-        cache_file = Path(cache_dir) / f"train-windows-{key}.npz"
-        if cache_file.is_file():
-            with np.load(cache_file) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-            arrays.setdefault("token_type_ids", None)
-            return TrainWindows(**arrays)
+        cache_file = Path(cache_dir) / f"train-windows-{_cache_key(columns, tokenizer, window)}.npz"
+        cached = _load_cache(cache_file)
+        if cached is not None:
+            return cached
     parts: dict[str, list[np.ndarray]] = {field.name: [] for field in fields(TrainWindows)}
     for chunk in _progress(_chunks(columns), len(columns["id"]), progress, "tokenising train"):
-        features = prepare_train_features(chunk, tokenizer, max_length, stride, max_question_length)
+        features = prepare_train_features(chunk, tokenizer, window)
         parts["input_ids"].append(_flat(features["input_ids"], np.int32))
         if "token_type_ids" in features:
             parts["token_type_ids"].append(_flat(features["token_type_ids"], np.int8))
@@ -117,20 +114,13 @@ def build_train_windows(
     return windows
 
 
-def build_eval_windows(
-    examples: Any,
-    tokenizer: Any,
-    max_length: int,
-    stride: int,
-    max_question_length: int = 64,
-    progress: bool = False,
-) -> EvalWindows:
+def build_eval_windows(examples: Any, tokenizer: Any, window: WindowSettings, progress: bool = False) -> EvalWindows:
     """Tokenise ``examples`` (needs ``id``, ``question``, ``context``) into evaluation windows."""
     columns = {name: list(examples[name]) for name in ("id", "question", "context")}
     index_of = {example_id: index for index, example_id in enumerate(columns["id"])}
     input_ids, token_types, lengths, offsets, window_example = [], [], [], [], []
     for chunk in _progress(_chunks(columns), len(columns["id"]), progress, "tokenising eval"):
-        features = prepare_eval_features(chunk, tokenizer, max_length, stride, max_question_length)
+        features = prepare_eval_features(chunk, tokenizer, window)
         input_ids.append(_flat(features["input_ids"], np.int32))
         if "token_type_ids" in features:
             token_types.append(_flat(features["token_type_ids"], np.int8))
@@ -158,15 +148,31 @@ def _progress(chunks: Any, total_examples: int, enabled: bool, description: str)
     return tqdm(chunks, total=-(-total_examples // CHUNK_EXAMPLES), desc=description, unit="chunk")
 
 
-def _cache_key(
-    columns: dict[str, list[Any]], tokenizer: Any, max_length: int, stride: int, max_question_length: int
-) -> str:
+def _load_cache(cache_file: Path) -> TrainWindows | None:
+    """The cached windows, or None when there is no cache or it does not load (a truncated
+    file from a killed run is a miss, not an error: it is rebuilt and replaced)."""
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        arrays.setdefault("token_type_ids", None)
+        windows = TrainWindows(**arrays)
+        if int(windows.lengths.sum()) != len(windows.input_ids) or len(windows.start_positions) != len(windows):
+            raise ValueError("inconsistent arrays")
+        return windows
+    except Exception as error:  # zipfile, pickle and numpy raise many types for damaged files
+        print(
+            f"warning: {cache_file}: unreadable feature cache ({type(error).__name__}); rebuilding it", file=sys.stderr
+        )
+        return None
+
+
+def _cache_key(columns: dict[str, list[Any]], tokenizer: Any, window: WindowSettings) -> str:
     digest = hashlib.sha256()
     settings = {
         "version": FEATURES_VERSION,
-        "max_length": max_length,
-        "stride": stride,
-        "max_question_length": max_question_length,
+        **asdict(window),
         "tokenizer_class": type(tokenizer).__name__,
         "padding_side": tokenizer.padding_side,
         "model_input_names": list(tokenizer.model_input_names),

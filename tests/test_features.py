@@ -3,6 +3,7 @@ import random
 import pytest
 
 from qa.features import covering_token_span, prepare_eval_features, prepare_train_features
+from qa.settings import WindowSettings
 
 LONG_CONTEXT = (
     "The city of Paris was founded on the river Seine. " * 3
@@ -44,11 +45,11 @@ def label_texts(features, examples, tokenizer, max_length, stride):
 
 def test_windows_follow_the_tokenizer_overflow_order_and_label_the_answer(bert_tokenizer):
     examples = examples_for(LONG_CONTEXT, "Who won Super Bowl 50?", "Denver Broncos")
-    features = prepare_train_features(examples, bert_tokenizer, max_length=48, stride=16)
+    features = prepare_train_features(examples, bert_tokenizer, WindowSettings(48, 16))
     encoded, texts = label_texts(features, examples, bert_tokenizer, 48, 16)
     assert features["input_ids"] == encoded["input_ids"]
     assert len(features["input_ids"]) > 3
-    assert set(features) == {"input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions"}
+    assert set(features) == {"input_ids", "token_type_ids", "start_positions", "end_positions"}
     labelled = [text for text in texts if text is not None]
     # Windows overlap, so more than one may hold the whole answer; the others point at CLS.
     assert labelled and all(text == "Denver Broncos" for text in labelled)
@@ -65,7 +66,7 @@ def test_answer_boundary_inside_a_token_gets_the_covering_token(bert_tokenizer):
         "context": [context],
         "answers": [{"text": ["on"], "answer_start": [start]}],
     }  # the "on" of "won"
-    features = prepare_train_features(examples, bert_tokenizer, max_length=64, stride=16)
+    features = prepare_train_features(examples, bert_tokenizer, WindowSettings(64, 16))
     _, texts = label_texts(features, examples, bert_tokenizer, 64, 16)
     assert texts == ["won"]
     assert 0 < features["start_positions"][0] == features["end_positions"][0]
@@ -80,7 +81,7 @@ def test_answer_with_surrounding_white_space_is_labelled_on_its_text(bert_tokeni
         "context": [context],
         "answers": [{"text": [" Paris "], "answer_start": [start]}],
     }
-    features = prepare_train_features(examples, bert_tokenizer, max_length=64, stride=16)
+    features = prepare_train_features(examples, bert_tokenizer, WindowSettings(64, 16))
     _, texts = label_texts(features, examples, bert_tokenizer, 64, 16)
     assert texts == ["Paris"]
 
@@ -100,7 +101,7 @@ def test_random_answers_always_get_valid_covering_labels(bert_tokenizer):
         contexts.append(context)
         answers.append({"text": [context[start:end]], "answer_start": [start]})
     examples = {"id": [str(i) for i in range(40)], "question": questions, "context": contexts, "answers": answers}
-    features = prepare_train_features(examples, bert_tokenizer, max_length=40, stride=12)
+    features = prepare_train_features(examples, bert_tokenizer, WindowSettings(40, 12))
     encoded, texts = label_texts(features, examples, bert_tokenizer, 40, 12)
     labelled = 0
     for window, (start, end) in enumerate(zip(features["start_positions"], features["end_positions"])):
@@ -123,23 +124,23 @@ def test_random_answers_always_get_valid_covering_labels(bert_tokenizer):
 
 def test_distilbert_gets_no_token_type_ids(distilbert_tokenizer):
     examples = examples_for(LONG_CONTEXT, "Who won?", "Denver Broncos")
-    features = prepare_train_features(examples, distilbert_tokenizer, max_length=48, stride=16)
+    features = prepare_train_features(examples, distilbert_tokenizer, WindowSettings(48, 16))
     assert "token_type_ids" not in features
-    assert "token_type_ids" not in prepare_eval_features(examples, distilbert_tokenizer, max_length=48, stride=16)
+    assert "token_type_ids" not in prepare_eval_features(examples, distilbert_tokenizer, WindowSettings(48, 16))
 
 
 def test_questions_are_stripped(bert_tokenizer):
     padded = examples_for(LONG_CONTEXT, "   Who won Super Bowl 50?  \n", "Denver Broncos")
     plain = examples_for(LONG_CONTEXT, "Who won Super Bowl 50?", "Denver Broncos")
-    assert prepare_train_features(padded, bert_tokenizer, 48, 16) == prepare_train_features(
-        plain, bert_tokenizer, 48, 16
+    assert prepare_train_features(padded, bert_tokenizer, WindowSettings(48, 16)) == prepare_train_features(
+        plain, bert_tokenizer, WindowSettings(48, 16)
     )
 
 
 def test_too_long_question_is_cut_instead_of_failing(bert_tokenizer):
     question = "what " * 200 + "won?"
     examples = examples_for(LONG_CONTEXT, question, "Denver Broncos")
-    features = prepare_train_features(examples, bert_tokenizer, max_length=96, stride=16, max_question_length=20)
+    features = prepare_train_features(examples, bert_tokenizer, WindowSettings(96, 16, 20))
     encoded, texts = label_texts(
         features,
         {**examples, "question": ["what " * 20]},
@@ -152,12 +153,12 @@ def test_too_long_question_is_cut_instead_of_failing(bert_tokenizer):
 
 
 def test_left_padding_tokenizer_puts_context_first(tmp_path):
-    from conftest import make_bert_tokenizer
+    from helpers import make_bert_tokenizer
 
     tokenizer = make_bert_tokenizer(tmp_path)
     tokenizer.padding_side = "left"
     examples = examples_for(LONG_CONTEXT, "Who won Super Bowl 50?", "Denver Broncos")
-    features = prepare_train_features(examples, tokenizer, max_length=48, stride=16)
+    features = prepare_train_features(examples, tokenizer, WindowSettings(48, 16))
     encoded = tokenizer(
         examples["context"],
         ["Who won Super Bowl 50?"],
@@ -176,7 +177,7 @@ def test_left_padding_tokenizer_puts_context_first(tmp_path):
         offsets = encoded["offset_mapping"][window]
         found.append(LONG_CONTEXT[offsets[start][0] : offsets[end][1]])
     assert found and set(found) == {"Denver Broncos"}
-    eval_features = prepare_eval_features(examples, tokenizer, max_length=48, stride=16)
+    eval_features = prepare_eval_features(examples, tokenizer, WindowSettings(48, 16))
     for window, offsets in enumerate(eval_features["offset_mapping"]):
         sequence_ids = encoded.sequence_ids(window)
         assert [offset is not None for offset in offsets] == [sid == 0 for sid in sequence_ids]
@@ -185,7 +186,7 @@ def test_left_padding_tokenizer_puts_context_first(tmp_path):
 def test_byte_level_bpe_with_unicode_labels_cover_the_answer(byte_bpe_tokenizer):
     context = "Café crème costs 3 € in Zürich — naïve façade. " * 6
     examples = examples_for(context, "Where?", "Zürich", occurrence=4)
-    features = prepare_train_features(examples, byte_bpe_tokenizer, max_length=40, stride=10)
+    features = prepare_train_features(examples, byte_bpe_tokenizer, WindowSettings(40, 10))
     encoded = byte_bpe_tokenizer(
         ["Where?"],
         [context],
@@ -211,8 +212,8 @@ def test_byte_level_bpe_with_unicode_labels_cover_the_answer(byte_bpe_tokenizer)
 def test_eval_features_keep_offsets_only_inside_the_context(bert_tokenizer):
     examples = examples_for(LONG_CONTEXT, "Who won?", "Denver Broncos")
     examples["id"] = ["the-id"]
-    features = prepare_eval_features(examples, bert_tokenizer, max_length=48, stride=16)
-    assert set(features) == {"input_ids", "attention_mask", "token_type_ids", "example_id", "offset_mapping"}
+    features = prepare_eval_features(examples, bert_tokenizer, WindowSettings(48, 16))
+    assert set(features) == {"input_ids", "token_type_ids", "example_id", "offset_mapping"}
     assert len(features["example_id"]) > 1 and set(features["example_id"]) == {"the-id"}
     for ids, offsets, types in zip(features["input_ids"], features["offset_mapping"], features["token_type_ids"]):
         assert len(ids) == len(offsets)

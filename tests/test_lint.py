@@ -2,7 +2,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def ruff(*args):

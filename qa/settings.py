@@ -1,0 +1,104 @@
+"""The settings shared by training, evaluation and prediction, each defined once.
+
+A setting is a dataclass field: its default, its help text (field metadata, from
+which `qa.cli` makes the command-line flag) and, in ``problems()``, its one
+validity rule. Nothing here imports torch, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# A question/context pair takes 3 special tokens (BERT: [CLS] q [SEP] c [SEP]) or 4 (RoBERTa:
+# <s> q </s></s> c </s>). Rules that must hold before a tokenizer is loaded assume the larger.
+MAX_SPECIAL_TOKENS = 4
+
+
+def setting(default: Any = None, help: str = "", **extra: Any) -> Any:
+    """A dataclass field carrying its command-line help (and extras such as ``choices``)."""
+    metadata = {"help": help, **extra}
+    if callable(default) and isinstance(default, type):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class WindowSettings:
+    """How a question and a long context become model windows."""
+
+    max_length: int = setting(384, "tokens per window: question, context and special tokens")
+    stride: int = setting(128, "tokens shared by consecutive windows of a long context")
+    max_question_length: int = setting(64, "longer questions are cut to this many tokens")
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.max_length < MAX_SPECIAL_TOKENS + 2:
+            found.append(f"--max-length must be at least {MAX_SPECIAL_TOKENS + 2}, got {self.max_length}")
+        if self.stride < 0:
+            found.append(f"--stride must be >= 0, got {self.stride}")
+        elif self.max_length >= MAX_SPECIAL_TOKENS + 2 and self.stride > self.largest_stride:
+            # One rule for every command: a window holds the special tokens, at least one
+            # question token and more context tokens than the stride (or windows never advance).
+            found.append(
+                f"--stride ({self.stride}) leaves no room for the question and special tokens in a window of "
+                f"--max-length {self.max_length}; use a stride of at most {self.largest_stride}"
+            )
+        if self.max_question_length <= 0:
+            found.append(f"--max-question-length must be > 0, got {self.max_question_length}")
+        return found
+
+    @property
+    def largest_stride(self) -> int:
+        return self.max_length - MAX_SPECIAL_TOKENS - 2
+
+    def model_problems(self, max_positions: int | None, where: str) -> list[str]:
+        """Windows longer than the model's position embeddings would fail deep inside the forward pass."""
+        if max_positions is not None and self.max_length > max_positions:
+            return [f"--max-length {self.max_length} is longer than {where} accepts ({max_positions} positions)"]
+        return []
+
+
+@dataclass
+class DecodeSettings:
+    """How the logits of an example's windows become its answer."""
+
+    n_best: int = setting(
+        20,
+        "start and end positions searched per window; the n-best list holds the best this many spans",
+    )
+    max_answer_length: int = setting(30, "longest answer, in tokens")
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.n_best <= 0:
+            found.append(f"--n-best must be > 0, got {self.n_best}")
+        if self.max_answer_length <= 0:
+            found.append(f"--max-answer-length must be > 0, got {self.max_answer_length}")
+        return found
+
+
+class Problems(list):
+    """Collects every bad value of a configuration, so one error can list them all."""
+
+    def need(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.append(message)
+
+    def positive(self, owner: Any, *names: str, optional: bool = False) -> None:
+        for name in names:
+            value = getattr(owner, name)
+            if optional and value is None:
+                continue
+            self.need(value > 0, f"{flag(name)} must be > 0, got {value}")
+
+    def finite(self, owner: Any, *names: str) -> None:
+        for name in names:
+            value = getattr(owner, name)
+            self.need(value is None or math.isfinite(value), f"{flag(name)} must be a finite number, got {value}")

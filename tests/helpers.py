@@ -1,0 +1,160 @@
+"""Shared test helpers: tiny models and tokenizers built inside the tests (nothing is downloaded) and SQuAD files."""
+
+from __future__ import annotations
+
+import json
+import string
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+WORDS = (
+    "the a an of in on at to is was were by for and with from as that which who what when where why how "
+    "did does do many much year city river country born capital called name named first largest built "
+    "people king queen war university school church music team game won lost played founded located "
+    "paris france london england berlin germany denver broncos panthers super bowl new york river nile "
+    "water north south east west million thousand hundred"
+).split()
+
+
+def write_wordpiece_vocab(path: Path, lowercase: bool = True) -> Path:
+    """A WordPiece vocabulary that can spell any ASCII text: whole words, then single characters."""
+    characters = string.ascii_lowercase + string.digits + string.punctuation
+    if not lowercase:
+        characters += string.ascii_uppercase
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += sorted(set(WORDS))
+    tokens += list(characters) + [f"##{character}" for character in string.ascii_lowercase + string.digits]
+    if not lowercase:
+        tokens += [f"##{character}" for character in string.ascii_uppercase]
+    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n")
+    return path
+
+
+def make_bert_tokenizer(directory: Path, distilbert: bool = False, lowercase: bool = True):
+    from transformers import BertTokenizer, DistilBertTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = write_wordpiece_vocab(directory / "vocab.txt", lowercase=lowercase)
+    tokenizer_class = DistilBertTokenizer if distilbert else BertTokenizer
+    return tokenizer_class(vocab=str(vocab), do_lower_case=lowercase)
+
+
+def make_tiny_model_dir(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide DistilBERT QA model with its tokenizer, saved like a real checkpoint."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForQuestionAnswering
+
+    tokenizer = make_bert_tokenizer(directory, distilbert=True)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = DistilBertForQuestionAnswering(config)
+    model.save_pretrained(directory)
+    return directory
+
+
+SQUAD_ARTICLES = [
+    {
+        "title": "Paris",
+        "paragraphs": [
+            {
+                "context": "Paris is the capital of France. It was founded in the 3rd century BC on the river Seine.",
+                "qas": [
+                    {
+                        "id": "p1",
+                        "question": "What is the capital of France?",
+                        "answers": [{"text": "Paris", "answer_start": 0}],
+                    },
+                    {
+                        "id": "p2",
+                        "question": " On which river is Paris? ",
+                        "answers": [
+                            {"text": "Seine", "answer_start": 82},
+                            {"text": "the river Seine", "answer_start": 72},
+                        ],
+                    },
+                ],
+            }
+        ],
+    },
+    {
+        "title": "Football",
+        "paragraphs": [
+            {
+                "context": "The Denver Broncos won Super Bowl 50. The game was played in 2016 in Santa Clara.",
+                "qas": [
+                    {
+                        "id": "f1",
+                        "question": "Who won Super Bowl 50?",
+                        "answers": [{"text": "Denver Broncos", "answer_start": 4}],
+                    },
+                    {
+                        "id": "f2",
+                        "question": "When was the game played?",
+                        "answers": [{"text": "2016", "answer_start": 61}],
+                    },
+                ],
+            }
+        ],
+    },
+]
+
+
+def write_squad_json(path: Path, articles: list | None = None) -> Path:
+    path.write_text(json.dumps({"version": "1.1", "data": articles if articles is not None else SQUAD_ARTICLES}))
+    return path
+
+
+def make_arranged_model_dir(directory: Path, start_word: str = "denver", end_word: str = "broncos") -> Path:
+    """A tiny DistilBERT QA model whose logits pick the span from ``start_word`` to ``end_word``.
+
+    Every layer's attention and feed-forward outputs are zeroed, so each hidden
+    state is its (layer-normalised) token embedding; the start word's embedding
+    lies on dimensions 0-1 and the end word's on 2-3, which no other token uses,
+    and the QA head reads those dimensions. So wherever the two words appear the
+    model answers "start_word ... end_word", in whichever window they fall.
+    """
+    import torch
+
+    make_tiny_model_dir(directory)
+    from transformers import AutoTokenizer, DistilBertForQuestionAnswering
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = DistilBertForQuestionAnswering.from_pretrained(directory)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embeddings = torch.randn(model.config.vocab_size, model.config.dim, generator=generator)
+        embeddings[:, :4] = 0
+        embeddings[:, 4:] -= embeddings[:, 4:].mean(dim=1, keepdim=True)
+        start_id, end_id = tokenizer.convert_tokens_to_ids([start_word, end_word])
+        embeddings[start_id] = 0
+        embeddings[start_id, :2] = torch.tensor([10.0, -10.0])
+        embeddings[end_id] = 0
+        embeddings[end_id, 2:4] = torch.tensor([10.0, -10.0])
+        model.distilbert.embeddings.word_embeddings.weight.copy_(embeddings)
+        model.distilbert.embeddings.position_embeddings.weight.zero_()
+        for layer in model.distilbert.transformer.layer:
+            layer.attention.out_lin.weight.zero_()
+            layer.attention.out_lin.bias.zero_()
+            layer.ffn.lin2.weight.zero_()
+            layer.ffn.lin2.bias.zero_()
+        head = torch.zeros_like(model.qa_outputs.weight)
+        head[0, :2] = torch.tensor([1.0, -1.0])
+        head[1, 2:4] = torch.tensor([1.0, -1.0])
+        model.qa_outputs.weight.copy_(head)
+        model.qa_outputs.bias.zero_()
+    model.save_pretrained(directory)
+    return directory
