@@ -151,6 +151,16 @@ def _is_disk_full(error: BaseException) -> bool:
     return False
 
 
+def store_null_threshold(model_dir: Path, threshold: float) -> None:
+    """Record the SQuAD v2 null threshold in the model's config.json (key ``qa_null_threshold``), atomically."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["qa_null_threshold"] = threshold
+    temporary = path.with_name(".config.json.tmp")
+    temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints in ``output_dir``, oldest first."""
     if not output_dir.is_dir():

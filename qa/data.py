@@ -19,7 +19,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,16 +30,6 @@ if TYPE_CHECKING:
 
 REQUIRED_FIELDS = ("id", "context", "question", "answers")
 LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
-
-
-@dataclass
-class LoadReport:
-    """What loading kept and skipped, for logs and tests."""
-
-    source: str
-    kept: int
-    skipped_misaligned: int = 0
-    skipped_unanswered: int = 0
 
 
 def squad_features() -> datasets.Features:
@@ -108,7 +97,7 @@ def _load_columns(
         source = f"{dataset}[{split}]"
         records = _hub_records(dataset, split)
     try:
-        columns, _ = validate_records(records, source, for_training=for_training)
+        columns = validate_records(records, source, for_training=for_training)
     except UnicodeDecodeError as error:
         raise QAError(f"{source}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:  # unreadable file: permissions, a directory, an I/O error
@@ -194,6 +183,8 @@ def _nested_squad_records(path: Path, articles: Any) -> Iterator[tuple[str | int
                     "question": qa.get("question"),
                     "answers": {"text": texts, "answer_start": starts},
                 }
+                if "is_impossible" in qa:  # SQuAD v2.0; its plausible_answers are never a target
+                    record["is_impossible"] = qa["is_impossible"]
                 yield label, record
 
 
@@ -251,16 +242,16 @@ def _hub_records(name: str, split: str) -> Iterator[tuple[str | int, dict[str, A
 
 def validate_records(
     records: Iterator[tuple[str | int, dict[str, Any]]], source: str, *, for_training: bool
-) -> tuple[dict[str, list[Any]], LoadReport]:
+) -> dict[str, list[Any]]:
     """Check every record and return the kept ones as columns.
 
     Raises `QAError` for records that cannot be used at all; for training,
-    answers misaligned with their context and records without an answer are
-    skipped and reported on stderr.
+    answers misaligned with their context are skipped and counted on stderr.
+    Records without answers (SQuAD v2.0's unanswerable questions) are kept.
     """
     columns: dict[str, list[Any]] = {"id": [], "title": [], "context": [], "question": [], "answers": []}
     seen_ids: dict[str, str | int] = {}
-    report = LoadReport(source=source, kept=0)
+    skipped = 0
     first_skipped: str | None = None
     for label, record in records:
         if not isinstance(record, dict):
@@ -284,18 +275,14 @@ def validate_records(
             raise record_error(source, label, "id", "duplicate id (also used by an earlier record)")
         seen_ids[record_id] = label
         texts, starts = _check_answers(record["answers"], source, label)
+        _check_impossible(record, texts, source, label)
         context = record["context"]
         aligned = [context[start : start + len(text)] == text for text, start in zip(texts, starts, strict=True)]
         if for_training:
-            if not texts:
-                report.skipped_unanswered += 1
-                continue
             if not all(aligned):
-                report.skipped_misaligned += 1
+                skipped += 1
                 first_skipped = first_skipped or f"{record_id!r}"
                 continue
-        elif not texts:
-            raise record_error(source, label, "answers", "has no answer text to score against")
         if any(start + len(text) > len(context) for text, start in zip(texts, starts)):
             raise record_error(
                 source, label, "answers.answer_start", f"points past the end of the context ({len(context)} characters)"
@@ -306,17 +293,28 @@ def validate_records(
         columns["context"].append(context)
         columns["question"].append(record["question"])
         columns["answers"].append({"text": texts, "answer_start": starts})
-    report.kept = len(columns["id"])
-    if report.kept == 0:
+    if not columns["id"]:
         raise QAError(f"{source}: no usable records")
-    if report.skipped_misaligned or report.skipped_unanswered:
+    if skipped:
         print(
-            f"warning: {source}: skipped {report.skipped_misaligned} training record(s) whose answer_start does "
-            f"not point at the answer text (first: {first_skipped}) and {report.skipped_unanswered} without an "
-            f"answer; kept {report.kept}",
+            f"warning: {source}: skipped {skipped} training record(s) whose answer_start does not point at the "
+            f"answer text (first: {first_skipped}); kept {len(columns['id'])}",
             file=sys.stderr,
         )
-    return columns, report
+    return columns
+
+
+def _check_impossible(record: dict[str, Any], texts: list[str], source: str, label: str | int) -> None:
+    """SQuAD v2.0's flag must agree with the answers: unanswerable exactly when there are none."""
+    if "is_impossible" not in record or record["is_impossible"] is None:
+        return
+    impossible = record["is_impossible"]
+    if not isinstance(impossible, bool):
+        raise record_error(source, label, "is_impossible", f"must be true or false, got {impossible!r}")
+    if impossible and texts:
+        raise record_error(source, label, "answers", "must be empty for a question marked is_impossible")
+    if not impossible and not texts:
+        raise record_error(source, label, "answers", "is empty but the question is not marked is_impossible")
 
 
 def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[str], list[int]]:

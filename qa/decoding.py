@@ -37,13 +37,30 @@ class Candidate:
 
 @dataclass
 class Prediction:
-    """The best span of one example, with its n-best list when asked for."""
+    """The best span of one example, the no-answer decision, and the n-best list when asked for.
+
+    ``text`` / ``start`` / ``end`` / ``score`` describe the best span even when the
+    example is judged unanswerable; `answer` is what to report.
+    """
 
     text: str
     start: int
     end: int
     score: float | None
+    null_score: float | None = None  # CLS start + end logit, the minimum over the example's windows
+    no_answer: bool = False
     nbest: list[Candidate] = field(default_factory=list)
+
+    @property
+    def answer(self) -> str:
+        return "" if self.no_answer else self.text
+
+
+def decide_no_answer(prediction: Prediction, null_threshold: float | None) -> bool:
+    """No answer when null score - best span score > threshold; a model without a threshold always answers."""
+    if null_threshold is None or prediction.null_score is None:
+        return False
+    return prediction.score is None or prediction.null_score - prediction.score > null_threshold
 
 
 def pad_ragged(flat: np.ndarray, lengths: np.ndarray, fill: float | int) -> np.ndarray:
@@ -65,6 +82,8 @@ def decode_spans(
     n_best: int = DecodeSettings.n_best,
     max_answer_length: int = DecodeSettings.max_answer_length,
     with_nbest: bool = False,
+    null_positions: np.ndarray | None = None,
+    null_threshold: float | None = None,
 ) -> list[Prediction]:
     """Best answer span of every example, over all of its windows.
 
@@ -78,6 +97,11 @@ def decode_spans(
         contexts: the context of every example.
         with_nbest: also return each example's ``n_best`` spans with softmax
             probabilities over their scores.
+        null_positions: ``[windows]`` position of the CLS token, whose start +
+            end logits score "no answer"; None: no null scores.
+        null_threshold: with null scores, an example gets no answer when its
+            null score - best span score exceeds it; the empty answer then joins
+            the n-best list, ranked by null score - threshold. None: always answer.
 
     An example without any valid span gets the empty text and score None.
     """
@@ -105,23 +129,48 @@ def decode_spans(
     best_window = np.full(len(contexts), -1, dtype=np.int64)
     best_window[examples_with_windows] = order[first]
 
+    null_scores = _example_null_scores(start_logits, end_logits, null_positions, window_example, len(contexts))
     predictions = []
     for example, window in enumerate(best_window):
         if window < 0 or not np.isfinite(window_score[window]):
             predictions.append(Prediction(text="", start=0, end=0, score=None))
-            continue
-        start_char, end_char = _char_span(offsets, start_top, end_top, window, int(window_best[window]))
-        predictions.append(
-            Prediction(
-                text=contexts[example][start_char:end_char],
-                start=start_char,
-                end=end_char,
-                score=float(window_score[window]),
+        else:
+            start_char, end_char = _char_span(offsets, start_top, end_top, window, int(window_best[window]))
+            predictions.append(
+                Prediction(
+                    text=contexts[example][start_char:end_char],
+                    start=start_char,
+                    end=end_char,
+                    score=float(window_score[window]),
+                )
             )
-        )
+        if null_scores is not None:
+            predictions[-1].null_score = float(null_scores[example])
+            predictions[-1].no_answer = decide_no_answer(predictions[-1], null_threshold)
     if with_nbest:
-        _attach_nbest(predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best)
+        null_for_nbest = None if null_scores is None or null_threshold is None else null_scores - null_threshold
+        _attach_nbest(
+            predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best, null_for_nbest
+        )
     return predictions
+
+
+def _example_null_scores(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    null_positions: np.ndarray | None,
+    window_example: np.ndarray,
+    num_examples: int,
+) -> np.ndarray | None:
+    """Each example's null score: CLS start + end logit, the minimum over its windows (as the reference
+    implementations do: the window most sure that there is an answer decides)."""
+    if null_positions is None:
+        return None
+    rows = np.arange(len(null_positions))
+    window_null = start_logits[rows, null_positions].astype(np.float64) + end_logits[rows, null_positions]
+    scores = np.full(num_examples, np.inf)
+    np.minimum.at(scores, window_example, window_null)
+    return scores
 
 
 def decode_windows(
@@ -155,6 +204,8 @@ def decode_windows(
             n_best=settings.n_best,
             max_answer_length=settings.max_answer_length,
             with_nbest=with_nbest,
+            null_positions=windows.null_positions[begin:end],
+            null_threshold=settings.null_threshold,
         )
         begin = end
     return predictions
@@ -191,13 +242,19 @@ def _attach_nbest(
     window_example: np.ndarray,
     contexts: list[str],
     n_best: int,
+    null_ranking_scores: np.ndarray | None = None,
 ) -> None:
+    """Each example's best ``n_best`` candidates with softmax probabilities over them; with
+    ``null_ranking_scores`` the empty answer is a candidate too (listed last among equals)."""
     k = start_top.shape[1]
     windows_of: dict[int, list[int]] = {}
     for window, example in enumerate(window_example.tolist()):
         windows_of.setdefault(example, []).append(window)
     for example, windows in windows_of.items():
         scores = pair_scores[windows].reshape(-1)
+        null_index = len(scores)
+        if null_ranking_scores is not None:
+            scores = np.append(scores, null_ranking_scores[example])
         ranked = np.argsort(-scores, kind="stable")[:n_best]
         ranked = ranked[np.isfinite(scores[ranked])]
         if not len(ranked):
@@ -207,6 +264,11 @@ def _attach_nbest(
         probabilities /= probabilities.sum()
         candidates = []
         for flat, probability in zip(ranked.tolist(), probabilities.tolist()):
+            if flat == null_index:
+                candidates.append(
+                    Candidate(text="", start=0, end=0, score=float(scores[flat]), probability=probability)
+                )
+                continue
             window = windows[flat // (k * k)]
             start_char, end_char = _char_span(offsets, start_top, end_top, window, flat % (k * k))
             candidates.append(

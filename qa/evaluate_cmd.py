@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     config = config_from_args(argv)
     output_dir = _writable_output_dir(config)
     from qa.data import load_examples
-    from qa.evaluation import AnswerSettings, evaluate_examples
-    from qa.modeling import check_model_fits, load_qa_model, load_tokenizer
+    from qa.evaluation import AnswerSettings, evaluate_examples, summary_line
+    from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
     from qa.runtime import setup_runtime, shutdown
 
     check_model_fits(config.ckpt, config.window)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     runtime = setup_runtime(config.precision)
     model = load_qa_model(config.ckpt, require_qa_head=True).to(runtime.device)
     tokenizer = load_tokenizer(config.ckpt)
-    settings = AnswerSettings(config.window, config.decode, config.batch_size)
+    settings = AnswerSettings(config.window, with_stored_threshold(config.decode, model), config.batch_size)
     metrics = evaluate_examples(
         model,
         tokenizer,
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     shutdown(runtime)
     if metrics is not None:
         print(
-            f"exact_match = {metrics['exact_match']:.2f}  f1 = {metrics['f1']:.2f}  "
-            f"({metrics['num_examples']} examples, {metrics['num_windows']} windows; results in {output_dir})"
+            f"{summary_line(metrics)}  ({metrics['num_examples']} examples, {metrics['num_windows']} windows; "
+            f"results in {output_dir})"
         )
     return metrics

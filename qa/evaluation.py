@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.decoding import Prediction, decode_windows
+import numpy as np
+
+from qa.decoding import Prediction, decide_no_answer, decode_windows
 from qa.inference import gather_logits, predict_logits, shard_windows
-from qa.metrics import squad_scores
+from qa.metrics import best_null_threshold, squad_scores, squad_v2_scores, v2_raw_scores
 from qa.runtime import Runtime
 from qa.settings import DecodeSettings, WindowSettings
 from qa.windows import build_eval_windows
@@ -94,12 +96,16 @@ def evaluate_examples(
     *,
     save_nbest: bool = False,
     progress: bool = False,
+    tune_null_threshold: bool = False,
 ) -> dict[str, Any] | None:
     """Answer every example, score against its gold answers and write the result files on rank 0.
 
-    Writes ``predictions.json`` ({id: answer text}, the official SQuAD script's
-    input), ``metrics.json`` and, with ``save_nbest``, ``nbest_predictions.json``.
-    Returns the metrics (None on ranks other than 0).
+    Writes ``predictions.json`` ({id: answer text, "" for no answer}: the official
+    SQuAD scripts' input), ``metrics.json`` and, with ``save_nbest``,
+    ``nbest_predictions.json``. Data with unanswerable questions (SQuAD v2.0) is
+    scored with the official v2.0 metric and also gets ``na_prob.json``; the
+    null threshold that maximises F1 is reported, and with ``tune_null_threshold``
+    used for the predictions. Returns the metrics (None on ranks other than 0).
     """
     timings = Timings()
     predictions = answer_examples(
@@ -109,14 +115,16 @@ def evaluate_examples(
         return None
     began = time.perf_counter()
     example_ids = list(examples["id"])
-    answers = {example_id: prediction.text for example_id, prediction in zip(example_ids, predictions)}
-    scores = squad_scores(
-        answers, {example_id: gold["text"] for example_id, gold in zip(example_ids, examples["answers"])}
-    )
+    golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
+    na_probs = None
+    if all(golds.values()):
+        answers = {example_id: prediction.answer for example_id, prediction in zip(example_ids, predictions)}
+        scores: dict[str, Any] = squad_scores(answers, golds)
+    else:
+        scores, answers, na_probs = _score_v2(example_ids, golds, predictions, settings, tune_null_threshold)
     timings.metric = time.perf_counter() - began
     metrics = {
-        "exact_match": scores["exact_match"],
-        "f1": scores["f1"],
+        **scores,
         "num_examples": len(example_ids),
         "num_windows": timings.num_windows,
         "seconds": {
@@ -130,6 +138,8 @@ def evaluate_examples(
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "predictions.json", answers)
+        if na_probs is not None:
+            write_json(output_dir / "na_prob.json", na_probs)
         if save_nbest:
             nbest = {
                 example_id: [asdict(candidate) for candidate in prediction.nbest]
@@ -138,6 +148,48 @@ def evaluate_examples(
             write_json(output_dir / "nbest_predictions.json", nbest)
         write_json(output_dir / "metrics.json", metrics)
     return metrics
+
+
+def _score_v2(
+    example_ids: list[str],
+    golds: dict[str, list[str]],
+    predictions: list[Prediction],
+    settings: AnswerSettings,
+    tune: bool,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
+    """The official v2.0 metrics, the F1-best null threshold, the answers and no-answer probabilities."""
+    differences = np.array(
+        [p.null_score - p.score if p.score is not None else np.inf for p in predictions], dtype=np.float64
+    )
+    _, span_f1 = v2_raw_scores({example_id: p.text for example_id, p in zip(example_ids, predictions)}, golds)
+    best_threshold, best_f1 = best_null_threshold(
+        differences, [span_f1[i] for i in example_ids], [bool(golds[i]) for i in example_ids]
+    )
+    threshold = best_threshold if tune else settings.decode.null_threshold
+    for prediction in predictions:
+        prediction.no_answer = decide_no_answer(prediction, threshold)
+    answers = {example_id: p.answer for example_id, p in zip(example_ids, predictions)}
+    # The official script's --na-prob-file: a monotone function of null - best span score that
+    # crosses 0.5 exactly at the threshold in use.
+    probabilities = 1.0 / (1.0 + np.exp(-(differences - (threshold or 0.0))))
+    na_probs = {example_id: float(p) for example_id, p in zip(example_ids, probabilities)}
+    scores = squad_v2_scores(answers, golds, na_probs)
+    scores.update(null_threshold=threshold, best_null_threshold=best_threshold, best_null_threshold_f1=best_f1)
+    return scores, answers, na_probs
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """EM / F1 in one line: v1.1 keys, or the v2.0 keys with the null threshold."""
+    if "exact_match" in metrics:
+        return f"exact_match = {metrics['exact_match']:.2f}  f1 = {metrics['f1']:.2f}"
+    parts = [f"exact = {metrics['exact']:.2f}  f1 = {metrics['f1']:.2f}"]
+    for prefix in ("HasAns", "NoAns"):
+        if f"{prefix}_f1" in metrics:
+            parts.append(f"{prefix}_f1 = {metrics[prefix + '_f1']:.2f}")
+    threshold = metrics["null_threshold"]
+    parts.append(f"null threshold {'none (always answers)' if threshold is None else f'{threshold:.4f}'}")
+    parts.append(f"best: f1 {metrics['best_null_threshold_f1']:.2f} at {metrics['best_null_threshold']:.4f}")
+    return "  ".join(parts)
 
 
 def write_json(path: Path, value: Any) -> None:

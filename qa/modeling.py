@@ -10,13 +10,14 @@ window length must fit the model's position embeddings.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from qa.config import DEFAULT_OUTPUT_DIR
 from qa.errors import QAError
 from qa.hub import hub_unreachable, unreachable_note
-from qa.settings import WindowSettings
+from qa.settings import DecodeSettings, WindowSettings
 
 # Any one of these makes a directory's tokenizer loadable as what it was trained with.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
@@ -130,3 +131,13 @@ def _load_problem(name_or_path: str, what: str, error: Exception) -> str:
         f"{name_or_path}: no such local directory, and loading the {what} from the Hugging Face hub failed "
         f"({first_line}{unreachable_note()}); offline, pass a local model directory"
     )
+
+
+NULL_THRESHOLD_KEY = "qa_null_threshold"  # in config.json, so `AutoConfig` users can read it too
+
+
+def with_stored_threshold(decode: DecodeSettings, model: Any) -> DecodeSettings:
+    """``--null-threshold`` when given, else the one train.py stored in the model's config (or none)."""
+    if decode.null_threshold is not None:
+        return decode
+    return replace(decode, null_threshold=getattr(model.config, NULL_THRESHOLD_KEY, None))

@@ -97,19 +97,28 @@ def check_request(request: dict[str, Any], where: str) -> None:
             raise QAError(f"{where}: field '{field}' is empty")
 
 
-def answers_json(prediction: Any, top_k: int) -> list[dict[str, Any]]:
-    """The best ``top_k`` answers of one prediction as JSON objects (what --json prints)."""
+def answers_json(prediction: Any, top_k: int, with_null: bool = False) -> list[dict[str, Any]]:
+    """The best ``top_k`` answers of one prediction as JSON objects (what --json prints).
+
+    ``with_null`` (a model with a null threshold): every object says whether it is
+    the "no answer" candidate, which ranks among the spans.
+    """
     if not prediction.nbest:
-        return [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
-    return [
-        {
-            "answer": candidate.text,
-            "score": round(candidate.probability, 6),
-            "start": candidate.start,
-            "end": candidate.end,
-        }
-        for candidate in prediction.nbest[:top_k]
-    ]
+        answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
+    else:
+        answers = [
+            {
+                "answer": candidate.text,
+                "score": round(candidate.probability, 6),
+                "start": candidate.start,
+                "end": candidate.end,
+            }
+            for candidate in prediction.nbest[:top_k]
+        ]
+    if with_null:
+        for answer in answers:
+            answer["no_answer"] = answer["answer"] == ""
+    return answers
 
 
 @exit_on_qa_error
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     requests, from_file = read_requests(config)
 
     from qa.evaluation import AnswerSettings, answer_examples
-    from qa.modeling import check_model_fits, load_qa_model, load_tokenizer
+    from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
     from qa.runtime import setup_runtime
 
     check_model_fits(config.ckpt, config.window)
@@ -131,9 +140,11 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
         "question": [request["question"] for request in requests],
         "context": [request["context"] for request in requests],
     }
-    settings = AnswerSettings(config.window, config.decode, config.batch_size)
+    decode = with_stored_threshold(config.decode, model)
+    settings = AnswerSettings(config.window, decode, config.batch_size)
     predictions = answer_examples(model, tokenizer, columns, settings, runtime, with_nbest=True)
-    results = [answers_json(prediction, config.top_k) for prediction in predictions]
+    with_null = decode.null_threshold is not None
+    results = [answers_json(prediction, config.top_k, with_null) for prediction in predictions]
 
     for request, answers in zip(requests, results, strict=True):
         if from_file:
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
             print(json.dumps(answers[0] if config.top_k == 1 else answers, ensure_ascii=False))
         else:
             for answer in answers:
-                print(answer["answer"])
+                print(answer["answer"] if not answer.get("no_answer") else "(no answer: the context does not say)")
                 print(f"{answer['score']:.4f}")
     sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     return results

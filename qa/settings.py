@@ -74,9 +74,16 @@ class DecodeSettings:
         "start and end positions searched per window; the n-best list holds the best this many spans",
     )
     max_answer_length: int = setting(30, "longest answer, in tokens")
+    null_threshold: float | None = setting(
+        None,
+        "SQuAD v2: no answer when null score - best span score exceeds this "
+        "(default: the threshold stored with the model; a model without one always answers)",
+    )
 
     def problems(self) -> list[str]:
         found = []
+        if self.null_threshold is not None and not math.isfinite(self.null_threshold):
+            found.append(f"--null-threshold must be a finite number, got {self.null_threshold}")
         if self.n_best <= 0:
             found.append(f"--n-best must be > 0, got {self.n_best}")
         if self.max_answer_length <= 0:

@@ -34,6 +34,7 @@ from qa.checkpoint import (
     rng_states,
     save_checkpoint,
     save_final_model,
+    store_null_threshold,
 )
 from qa.config import TrainConfig, raise_problems
 from qa.errors import QAError
@@ -364,20 +365,31 @@ def _evaluate_after_training(run: Run) -> dict[str, Any] | None:
     if not config.eval or (config.train_file is not None and config.validation_file is None):
         return None
     from qa.data import load_examples
-    from qa.evaluation import AnswerSettings, evaluate_examples
+    from qa.evaluation import AnswerSettings, evaluate_examples, summary_line
 
     examples = load_examples(
         config.dataset, "validation", config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
     settings = AnswerSettings(window=config.window, batch_size=config.eval_batch_size)
     metrics = evaluate_examples(
-        run.raw_model, run.tokenizer, examples, settings, run.runtime, run.output_dir, progress=config.progress
+        run.raw_model,
+        run.tokenizer,
+        examples,
+        settings,
+        run.runtime,
+        run.output_dir,
+        progress=config.progress,
+        tune_null_threshold=True,
     )
     if metrics is not None:
-        run.log.say(
-            f"validation: exact_match = {metrics['exact_match']:.2f}  f1 = {metrics['f1']:.2f} "
-            f"({metrics['num_examples']} examples)"
-        )
+        run.log.say(f"validation: {summary_line(metrics)} ({metrics['num_examples']} examples)")
+        if metrics.get("null_threshold") is not None:
+            # SQuAD v2 data: the model goes out with the threshold its validation chose.
+            final_checkpoint = run.output_dir / f"checkpoint-{run.position.step}"
+            for directory in (run.output_dir, final_checkpoint):
+                if (directory / "config.json").is_file():
+                    store_null_threshold(directory, metrics["null_threshold"])
+            run.log.say(f"stored null threshold {metrics['null_threshold']:.4f} in {run.output_dir / 'config.json'}")
     return metrics
 
 

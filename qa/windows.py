@@ -61,6 +61,7 @@ class EvalWindows:
     lengths: np.ndarray
     offsets: np.ndarray  # [tokens, 2], NOT_CONTEXT outside the context
     window_example: np.ndarray  # index into example_ids / contexts
+    null_positions: np.ndarray  # [windows] position of the CLS token, whose logits score "no answer"
     example_ids: list[str]
     contexts: list[str]
 
@@ -129,15 +130,32 @@ def build_eval_windows(examples: Any, tokenizer: Any, window: WindowSettings, pr
         flat_offsets = [offset if offset is not None else none for row in features["offset_mapping"] for offset in row]
         offsets.append(np.array(flat_offsets, dtype=np.int32).reshape(-1, 2))
         window_example.append(np.array([index_of[example_id] for example_id in features["example_id"]], dtype=np.int64))
+    flat_ids = np.concatenate(input_ids)
+    all_lengths = np.concatenate(lengths)
     return EvalWindows(
-        input_ids=np.concatenate(input_ids),
+        input_ids=flat_ids,
         token_type_ids=np.concatenate(token_types) if token_types else None,
-        lengths=np.concatenate(lengths),
+        lengths=all_lengths,
         offsets=np.concatenate(offsets),
         window_example=np.concatenate(window_example),
+        null_positions=_first_positions(flat_ids, all_lengths, tokenizer.cls_token_id),
         example_ids=columns["id"],
         contexts=columns["context"],
     )
+
+
+def _first_positions(flat_ids: np.ndarray, lengths: np.ndarray, token_id: int | None) -> np.ndarray:
+    """Position of ``token_id``'s first occurrence in each window (0 where it does not occur)."""
+    positions = np.zeros(len(lengths), dtype=np.int64)
+    if token_id is None:
+        return positions
+    window_of_token = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    hits = np.flatnonzero(flat_ids == token_id)
+    hit_windows = window_of_token[hits]
+    first = np.unique(hit_windows, return_index=True)
+    positions[first[0]] = hits[first[1]] - starts[first[0]]
+    return positions
 
 
 def _progress(chunks: Any, total_examples: int, enabled: bool, description: str) -> Any:

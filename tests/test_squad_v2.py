@@ -1,0 +1,300 @@
+"""SQuAD v2.0: unanswerable questions in data, decoding, the threshold, the metric and the commands."""
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import SQUAD_ARTICLES, write_squad_json
+
+from qa import evaluate_cmd, predict_cmd, train_cmd
+from qa.checkpoint import store_null_threshold
+from qa.data import load_examples, load_training_examples
+from qa.decoding import NOT_CONTEXT, decode_spans
+from qa.errors import QAError
+from qa.metrics import best_null_threshold, squad_v2_scores, v2_raw_scores
+
+CONTEXT = "In 2016 the Denver Broncos won the super bowl."
+
+
+def v2_articles():
+    articles = copy.deepcopy(SQUAD_ARTICLES)
+    articles[0]["paragraphs"][0]["qas"].append(
+        {
+            "id": "p3",
+            "question": "Who is the mayor?",
+            "answers": [],
+            "is_impossible": True,
+            "plausible_answers": [{"text": "Paris", "answer_start": 0}],
+        }
+    )
+    return articles
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_unanswerable_questions_load_for_training_and_evaluation(tmp_path):
+    path = write_squad_json(tmp_path / "v2.json", v2_articles())
+    for for_training in (True, False):
+        examples = load_examples(file=path, for_training=for_training)
+        row = examples[examples["id"].index("p3")]
+        assert row["answers"] == {"text": [], "answer_start": []}  # plausible_answers is never a target
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"is_impossible": True}, "must be empty"),
+        ({"answers": [], "is_impossible": False}, "not marked is_impossible"),
+        ({"is_impossible": "yes"}, "true or false"),
+    ],
+)
+def test_inconsistent_impossible_flags_are_one_line_errors(tmp_path, change, fragment):
+    articles = v2_articles()
+    articles[0]["paragraphs"][0]["qas"][0].update(change)
+    with pytest.raises(QAError, match=fragment) as caught:
+        load_examples(file=write_squad_json(tmp_path / "bad.json", articles), for_training=False)
+    assert "'p1'" in str(caught.value)
+
+
+def test_flat_records_with_empty_answers_are_unanswerable(tmp_path):
+    path = tmp_path / "flat.jsonl"
+    path.write_text(
+        json.dumps({"id": "u", "question": "q?", "context": CONTEXT, "answers": {"text": [], "answer_start": []}})
+    )
+    assert load_examples(file=path, for_training=True)["answers"] == [{"text": [], "answer_start": []}]
+
+
+def test_several_training_files_train_on_their_union_with_unique_ids(tmp_path):
+    first = write_squad_json(tmp_path / "a.json")
+    second = write_squad_json(tmp_path / "b.json", v2_articles()[:1])
+    other = copy.deepcopy(v2_articles()[:1])
+    for qa in other[0]["paragraphs"][0]["qas"]:
+        qa["id"] = "x-" + qa["id"]
+    third = write_squad_json(tmp_path / "c.json", other)
+    assert len(load_training_examples("squad", [str(first), str(third)])) == 4 + 3
+    with pytest.raises(QAError, match="duplicate id.*a.json"):
+        load_training_examples("squad", [str(first), str(second)])
+
+
+# ---------------------------------------------------------------- decoding and threshold
+
+
+def arranged(null_logit):
+    """One window: CLS at 0, question at 1-2, context at 3-7 whose best span is 4..5 (score 2 + 2 = 4)."""
+    start = np.full((1, 8), -5.0)
+    end = np.full((1, 8), -5.0)
+    start[0, 4], end[0, 5] = 2.0, 2.0
+    start[0, 0] = end[0, 0] = null_logit
+    offsets = np.full((1, 8, 2), NOT_CONTEXT)
+    for position, (a, b) in zip(range(3, 8), [(0, 2), (3, 7), (8, 11), (12, 16), (17, 20)]):
+        offsets[0, position] = (a, b)
+    return start, end, offsets
+
+
+@pytest.mark.parametrize(
+    ("null_logit", "threshold", "no_answer"), [(3.0, 0.0, True), (1.0, 0.0, False), (3.0, 2.5, False)]
+)
+def test_null_score_against_the_best_span_and_the_threshold(null_logit, threshold, no_answer):
+    start, end, offsets = arranged(null_logit)
+    context = "aa bbbb ccc dddd eee"
+    (prediction,) = decode_spans(
+        start,
+        end,
+        offsets,
+        np.array([0]),
+        [context],
+        with_nbest=True,
+        null_positions=np.array([0]),
+        null_threshold=threshold,
+    )
+    assert prediction.null_score == 2 * null_logit and prediction.score == 4.0
+    assert prediction.no_answer is no_answer
+    assert prediction.answer == ("" if no_answer else "bbbb ccc")
+    texts = [candidate.text for candidate in prediction.nbest]
+    assert "" in texts and (texts[0] == "") is no_answer  # the empty answer ranks where it belongs
+    assert sum(candidate.probability for candidate in prediction.nbest) == pytest.approx(1.0)
+
+
+def test_example_null_score_is_the_minimum_over_its_windows():
+    a, b = arranged(3.0), arranged(1.0)
+    start, end, offsets = (np.concatenate([x, y]) for x, y in zip(a, b))
+    (prediction,) = decode_spans(
+        start,
+        end,
+        offsets,
+        np.array([0, 0]),
+        ["aa bbbb ccc dddd eee"],
+        null_positions=np.array([0, 0]),
+        null_threshold=0.0,
+    )
+    assert prediction.null_score == 2.0 and prediction.no_answer is False
+
+
+def test_model_without_threshold_always_answers():
+    start, end, offsets = arranged(50.0)
+    (prediction,) = decode_spans(
+        start,
+        end,
+        offsets,
+        np.array([0]),
+        ["aa bbbb ccc dddd eee"],
+        with_nbest=True,
+        null_positions=np.array([0]),
+        null_threshold=None,
+    )
+    assert prediction.answer == "bbbb ccc" and "" not in [c.text for c in prediction.nbest]
+
+
+def brute_force_best(differences, f1_answered, has_answer):
+    best = (-1.0, None)
+    for threshold in [-np.inf, *sorted(set(differences))]:
+        total = sum(
+            f1 if d <= threshold else float(not has) for d, f1, has in zip(differences, f1_answered, has_answer)
+        )
+        if total > best[0] + 1e-12:
+            best = (total, threshold)
+    return 100.0 * best[0] / len(differences)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_threshold_search_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 40))
+    differences = np.round(rng.normal(size=size), 1)  # rounding makes ties
+    f1_answered = rng.choice([0.0, 0.5, 1.0], size=size)
+    has_answer = rng.random(size) < 0.5
+    f1_answered[~has_answer] = 0.0
+    threshold, best_f1 = best_null_threshold(differences, f1_answered, has_answer)
+    assert best_f1 == pytest.approx(brute_force_best(differences, f1_answered, has_answer))
+    achieved = np.where(differences <= threshold, f1_answered, (~has_answer).astype(float)).mean() * 100
+    assert achieved == pytest.approx(best_f1)
+
+
+# ---------------------------------------------------------------- the official v2.0 metric
+
+
+def test_v2_metric_keys_by_hand_on_edge_cases():
+    # a: answerable, right; b: answerable, abstained (0); c: unanswerable, abstained (1); d: unanswerable, answered (0)
+    predictions = {"a": "Denver Broncos", "b": "", "c": "", "d": "Paris"}
+    references = {"a": ["Denver Broncos"], "b": ["2016"], "c": [], "d": []}
+    na_probs = {"a": 0.1, "b": 0.9, "c": 0.8, "d": 0.2}
+    scores = squad_v2_scores(predictions, references, na_probs)
+    assert scores["exact"] == scores["f1"] == 50.0 and scores["total"] == 4
+    assert (scores["HasAns_exact"], scores["HasAns_total"], scores["NoAns_exact"], scores["NoAns_total"]) == (
+        50.0,
+        2,
+        50.0,
+        2,
+    )
+    # sweep by na_prob: start 2 (abstain all); a +1 -> 3 at 0.1; d -1 -> 2; c 0; b +0 -> best 3/4 at 0.1
+    assert (scores["best_exact"], scores["best_exact_thresh"], scores["best_f1"], scores["best_f1_thresh"]) == (
+        75.0,
+        0.1,
+        75.0,
+        0.1,
+    )
+
+    none_answerable = squad_v2_scores({"c": "", "d": "x"}, {"c": [], "d": []}, {"c": 0.5, "d": 0.5})
+    assert (
+        none_answerable["exact"] == 50.0
+        and "HasAns_exact" not in none_answerable
+        and none_answerable["NoAns_total"] == 2
+    )
+    all_answerable = squad_v2_scores({"a": "", "b": "2016"}, {"a": ["x"], "b": ["2016"]}, {"a": 0.2, "b": 0.3})
+    assert all_answerable["f1"] == 50.0 and "NoAns_exact" not in all_answerable
+    assert v2_raw_scores({"a": ""}, {"a": ["Paris"]}) == ({"a": 0}, {"a": 0.0})  # empty answer to an answerable one
+
+
+# ---------------------------------------------------------------- commands
+
+
+def test_stored_threshold_reaches_predict_and_the_flag_overrides_it(arranged_model_dir, tmp_path, capsys):
+    model = tmp_path / "v2-model"
+    shutil.copytree(arranged_model_dir, model)
+    argv = ["--ckpt", str(model), "--question", "Who won?", "--context", CONTEXT, "--json"]
+    predict_cmd.main(argv)
+    assert "no_answer" not in json.loads(capsys.readouterr().out)  # no threshold: v1.1 output, always answers
+    store_null_threshold(model, -1e6)  # any null score beats any span
+    predict_cmd.main(argv)
+    assert json.loads(capsys.readouterr().out)["no_answer"] is True
+    predict_cmd.main([*argv[:-1]])
+    assert capsys.readouterr().out.startswith("(no answer")
+    predict_cmd.main([*argv, "--null-threshold", "1e6", "--top-k", "2"])
+    answers = json.loads(capsys.readouterr().out)
+    assert answers[0] == {**answers[0], "answer": "Denver Broncos", "no_answer": False}
+
+
+def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tiny_model_dir, tmp_path):
+    data = write_squad_json(tmp_path / "v2.json", v2_articles())
+    out = tmp_path / "out"
+    summary = train_cmd.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--train-file",
+            str(data),
+            "--validation-file",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--max-length",
+            "48",
+            "--stride",
+            "16",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
+    metrics = summary["metrics"]
+    stored = json.loads((out / "config.json").read_text())["qa_null_threshold"]
+    assert stored == metrics["null_threshold"] == metrics["best_null_threshold"]
+    assert metrics["f1"] == pytest.approx(metrics["best_null_threshold_f1"])  # predictions use the tuned threshold
+    evaluated = evaluate_cmd.main(
+        [
+            "--ckpt",
+            str(out),
+            "--validation-file",
+            str(data),
+            "--max-length",
+            "48",
+            "--stride",
+            "16",
+            "--output-dir",
+            str(tmp_path / "e"),
+            "--no-progress",
+        ]
+    )
+    assert evaluated["null_threshold"] == stored
+    predictions = json.loads((tmp_path / "e" / "predictions.json").read_text())
+    na_probs = json.loads((tmp_path / "e" / "na_prob.json").read_text())
+    assert set(predictions) == set(na_probs) == {"p1", "p2", "p3", "f1", "f2"}
+    assert all((na_probs[i] > 0.5) == (predictions[i] == "") for i in predictions)  # consistent with the threshold
+    official = {
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+        "best_exact",
+        "best_exact_thresh",
+        "best_f1",
+        "best_f1_thresh",
+    }
+    assert official <= set(evaluated)
+    references = {
+        qa["id"]: [a["text"] for a in qa["answers"]] for a in v2_articles() for p in a["paragraphs"] for qa in p["qas"]
+    }
+    recomputed = squad_v2_scores(predictions, references, na_probs)
+    assert {key: evaluated[key] for key in official} == recomputed
