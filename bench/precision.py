@@ -58,9 +58,8 @@ def main() -> None:
             f"EM {metrics[precision]['exact_match']:.2f}, F1 {metrics[precision]['f1']:.2f}"
         )
     same = sum(answers["fp32"][key] == answers["bf16"][key] for key in answers["fp32"])
-    print(
-        f"identical answers bf16 vs fp32: {same}/{len(answers['fp32'])}; F1 moved {metrics['bf16']['f1'] - metrics['fp32']['f1']:+.2f}"
-    )
+    moved = metrics["bf16"]["f1"] - metrics["fp32"]["f1"]
+    print(f"identical answers bf16 vs fp32: {same}/{len(answers['fp32'])}; F1 moved {moved:+.2f}")
 
     curves = {}
     for precision in ("fp32", "bf16"):
