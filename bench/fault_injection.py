@@ -111,8 +111,9 @@ def main() -> None:
                 text=True,
             )
             # Most of a run's first seconds are imports: aim at the training half.
-            time.sleep(rng.uniform(0.4 * clean_seconds, clean_seconds))
-            if process.poll() is None:
+            if kills < args.kills:
+                time.sleep(rng.uniform(0.4 * clean_seconds, clean_seconds))
+            if process.poll() is None and kills < args.kills:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 kills += 1

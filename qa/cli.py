@@ -79,7 +79,7 @@ def _add_flag(target: Any, name: str, annotation: Any, default: Any, metadata: d
     if annotation is bool:
         if default:
             target.add_argument(
-                f"--no-{name.replace('_', '-')}", dest=name, action="store_false", help=f"no {help_text}"
+                f"--no-{name.replace('_', '-')}", dest=name, action="store_false", help=f"turn off: {help_text}"
             )
         else:
             target.add_argument(flag(name), dest=name, action="store_true", help=help_text)

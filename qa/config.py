@@ -59,7 +59,7 @@ class TrainConfig:
     grad_accum: int = setting(1, "micro-batches per optimizer step")
     max_grad_norm: float = setting(1.0, "clip gradients to this norm; 0: off")
     seed: int = setting(42, "seeds shuffling and dropout")
-    group_by_length: bool = setting(True, "batches of similar length (less padding) instead of plain shuffled ones")
+    group_by_length: bool = setting(True, "batches of windows of similar length (less padding)")
     # hardware
     precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS, group="hardware")
     num_workers: int = setting(0, "DataLoader worker processes")
@@ -151,10 +151,24 @@ class PredictConfig:
     batch_size: int = setting(32, "windows per forward pass (per device)")
     precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
     json: bool = setting(False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)")
+    serve: bool = setting(False, "serve an HTTP API (POST /answer, GET /health, GET /) instead", group="serving")
+    host: str = setting("127.0.0.1", "address to listen on (another than 127.0.0.1 exposes the model)")
+    port: int = setting(8000, "port to listen on")
+    max_body_bytes: int = setting(1_000_000, "largest request body; larger ones get 413")
+    max_context_chars: int = setting(100_000, "longest context of one question; longer ones get 413")
+    max_queue: int = setting(256, "questions waiting or in work before new requests get 503 (Retry-After)")
+    max_batch_questions: int = setting(64, "questions answered together in one batch at most")
+    batch_wait_ms: float = setting(5.0, "how long a batch waits for more requests once the first arrived")
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
         problems.positive(self, "top_k", "batch_size")
+        problems.positive(self, "max_body_bytes", "max_context_chars", "max_queue", "max_batch_questions")
+        problems.finite(self, "batch_wait_ms")
+        problems.need(
+            0 <= self.batch_wait_ms <= 1000, f"--batch-wait-ms must be in [0, 1000], got {self.batch_wait_ms}"
+        )
+        problems.need(0 <= self.port <= 65535, f"--port must be in [0, 65535], got {self.port}")
         problems.need(
             self.top_k <= self.decode.n_best, f"--top-k ({self.top_k}) must be at most --n-best ({self.decode.n_best})"
         )

@@ -124,6 +124,11 @@ def answers_json(prediction: Any, top_k: int, with_null: bool = False) -> list[d
 @exit_on_qa_error
 def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     config = config_from_args(argv)
+    if config.serve:
+        from qa.serving import serve
+
+        serve(config)
+        return []
     requests, from_file = read_requests(config)
 
     from qa.evaluation import AnswerSettings, answer_examples
