@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", default="bench/out/squad_v2")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--reuse-model", action="store_true", help="skip training when --out holds the model")
     args = parser.parse_args()
     out = REPO_ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -54,34 +55,38 @@ def main() -> None:
     print(f"validation: {questions} questions, {unanswerable} unanswerable; training adds {count(v2_train)}")
 
     ckpt = out / "model"
-    seconds = run(
-        "train.py",
-        "--model",
-        args.model,
-        "--train-file",
-        str(SHARED / "squad-v1.1" / "train-v1.1-first44.json"),
-        str(v2_train),
-        "--validation-file",
-        str(v2_validation),
-        "--output-dir",
-        str(ckpt),
-        "--overwrite-output-dir",
-        "--max-steps",
-        str(args.steps),
-        "--batch-size",
-        "16",
-        "--lr",
-        "1e-4",
-        "--max-length",
-        "256",
-        "--stride",
-        "64",
-        "--warmup-ratio",
-        "0.1",
-        "--seed",
-        "0",
-        "--no-epoch-checkpoints",
-        "--no-progress",
+    seconds = (
+        0.0
+        if args.reuse_model and (ckpt / "config.json").is_file()
+        else run(
+            "train.py",
+            "--model",
+            args.model,
+            "--train-file",
+            str(SHARED / "squad-v1.1" / "train-v1.1-first44.json"),
+            str(v2_train),
+            "--validation-file",
+            str(v2_validation),
+            "--output-dir",
+            str(ckpt),
+            "--overwrite-output-dir",
+            "--max-steps",
+            str(args.steps),
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-4",
+            "--max-length",
+            "256",
+            "--stride",
+            "64",
+            "--warmup-ratio",
+            "0.1",
+            "--seed",
+            "0",
+            "--no-epoch-checkpoints",
+            "--no-progress",
+        )
     )
     stored = json.loads((ckpt / "config.json").read_text())["qa_null_threshold"]
     print(f"train.py: {seconds:.0f}s; stored null threshold {stored:.4f}")
@@ -89,8 +94,8 @@ def main() -> None:
     rows = {}
     for name, extra in (
         ("stored threshold", []),
-        ("never abstain", ["--null-threshold", "1e30"]),
-        ("always abstain", ["--null-threshold", "-1e30"]),
+        ("never abstain", ["--null-threshold=1e30"]),
+        ("always abstain", ["--null-threshold=-1e30"]),
     ):
         directory = out / name.replace(" ", "-")
         run(

@@ -171,7 +171,7 @@ def _score_v2(
     answers = {example_id: p.answer for example_id, p in zip(example_ids, predictions)}
     # The official script's --na-prob-file: a monotone function of null - best span score that
     # crosses 0.5 exactly at the threshold in use.
-    probabilities = 1.0 / (1.0 + np.exp(-(differences - (threshold or 0.0))))
+    probabilities = np.exp(-np.logaddexp(0.0, -(differences - (threshold or 0.0))))  # a sigmoid that never overflows
     na_probs = {example_id: float(p) for example_id, p in zip(example_ids, probabilities)}
     scores = squad_v2_scores(answers, golds, na_probs)
     scores.update(null_threshold=threshold, best_null_threshold=best_threshold, best_null_threshold_f1=best_f1)
