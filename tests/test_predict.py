@@ -22,26 +22,26 @@ def run_predict(*args, stdin=None):
     )
 
 
-def test_answer_in_the_second_window_is_found_from_the_command_line(arranged_model_dir):
-    result = run_predict(
-        "--ckpt",
-        arranged_model_dir,
-        "--question",
-        "Who won?",
-        "--context",
-        LONG_CONTEXT,
-        "--max-length",
-        "64",
-        "--stride",
-        "16",
-        "--json",
+def test_the_real_command_reads_stdin_finds_the_second_window_and_imports_no_datasets(arranged_model_dir):
+    """One process, as a user runs it: context from standard input, answer in the second window."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['predict.py', '--ckpt', {str(arranged_model_dir)!r}, '--question', 'Who won?', "
+        "'--context-file', '-', '--max-length', '64', '--stride', '16', '--json']\n"
+        "runpy.run_path('predict.py', run_name='__main__')\n"
+        "print(sorted(m for m in ('datasets', 'evaluate', 'pandas') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, input=LONG_CONTEXT
     )
     assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout)
+    answer = json.loads(result.stdout.splitlines()[0])
     assert set(answer) == {"answer", "score", "start", "end"}
     assert answer["answer"] == "Denver Broncos"
     assert LONG_CONTEXT[answer["start"] : answer["end"]] == "Denver Broncos"
+    assert LONG_CONTEXT.index("Denver") > 64  # beyond the first window
     assert 0 < answer["score"] <= 1
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_plain_output_and_top_k(arranged_model_dir, capsys):
@@ -83,21 +83,6 @@ def test_plain_output_and_top_k(arranged_model_dir, capsys):
     assert printed[0]["answer"] == "Denver Broncos"
     assert round(printed[0]["score"], 4) == float(score)  # asking for more answers does not change the best
     assert [a["score"] for a in printed] == sorted((a["score"] for a in printed), reverse=True)
-
-
-def test_context_from_stdin(arranged_model_dir):
-    result = run_predict(
-        "--ckpt",
-        arranged_model_dir,
-        "--question",
-        "Who?",
-        "--context-file",
-        "-",
-        "--json",
-        stdin="Yesterday the Denver Broncos played.",
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["answer"] == "Denver Broncos"
 
 
 def test_jsonl_input_answers_every_line(arranged_model_dir, tmp_path, capsys):
@@ -147,20 +132,6 @@ def test_bad_input_from_the_command_line_has_no_traceback(arranged_model_dir):
     result = run_predict("--ckpt", arranged_model_dir, "--question", "", "--context", "text")
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
-
-
-def test_predict_path_does_not_import_datasets(arranged_model_dir):
-    code = (
-        "import runpy, sys\n"
-        f"sys.argv = ['predict.py', '--ckpt', {str(arranged_model_dir)!r}, '--question', 'Who?', "
-        "'--context', 'The Denver Broncos won.']\n"
-        "runpy.run_path('predict.py', run_name='__main__')\n"
-        "print(sorted(m for m in ('datasets', 'evaluate', 'pandas') if m in sys.modules))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "Denver Broncos"
-    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_max_answer_length_limits_the_span(arranged_model_dir, capsys):

@@ -18,7 +18,7 @@ from qa import predict_cmd
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 LONG_CONTEXT = "The people played music in the church of the city. " * 6 + CONTEXT
-LIMITS = ["--max-body-bytes", "20000", "--max-context-chars", "5000", "--max-queue", "8", "--batch-wait-ms", "100"]
+LIMITS = ["--max-body-bytes", "20000", "--max-context-chars", "5000", "--max-queue", "8", "--batch-wait-ms", "200"]
 
 
 def free_port():
@@ -166,7 +166,9 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     first = []
     thread = threading.Thread(target=lambda: first.append(call(server, "/answer", eight)))
     thread.start()
-    time.sleep(0.03)  # the first request now waits out --batch-wait-ms in the queue
+    deadline = time.time() + 30
+    while call(server, "/health")[1]["waiting"] < 8 and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.005)  # until the first request waits out --batch-wait-ms in the queue
     status, body, headers = call(server, "/answer", {"question": "One more?", "context": CONTEXT})
     thread.join(timeout=60)
     assert status == 503 and "busy" in body["error"] and headers.get("Retry-After") == "1"
