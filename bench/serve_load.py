@@ -50,11 +50,11 @@ def resident_mib(pid: int) -> float:
     return float("nan")
 
 
-def one_at_a_time(ckpt: str, questions: list[dict[str, str]]) -> None:
+def one_at_a_time(ckpt: str, questions: list[dict[str, str]], precision: str) -> None:
     from qa.predict_cmd import config_from_args
     from qa.serving import Answerer
 
-    answerer = Answerer(config_from_args(["--ckpt", ckpt]))
+    answerer = Answerer(config_from_args(["--ckpt", ckpt, "--precision", precision]))
     latencies = []
     began = time.perf_counter()
     for question in questions:
@@ -104,18 +104,29 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--precision", default="auto", help="for the server and the in-process baseline alike")
     args = parser.parse_args()
     questions = load_questions(args.questions)
     print(f"{len(questions)} questions from {DEV.name}; checkpoint {args.ckpt}")
     print("| clients | questions/s | latency | server RSS before -> after |")
     print("| --- | --- | --- | --- |")
-    one_at_a_time(args.ckpt, questions)
+    one_at_a_time(args.ckpt, questions, args.precision)
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "predict.py", "--serve", "--ckpt", args.ckpt, "--port", str(port)],
+        [
+            sys.executable,
+            "predict.py",
+            "--serve",
+            "--ckpt",
+            args.ckpt,
+            "--port",
+            str(port),
+            "--precision",
+            args.precision,
+        ],
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
     )

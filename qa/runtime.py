@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +43,10 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto``: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on CPU.
 
     On CPU, bf16 and fp16 autocast run when asked for. ``auto`` stays fp32 there:
-    on the project's Zen 4 CPU (native AVX512-BF16) bf16 inference was 1.64x faster
-    but changed 8 of 1,000 dev answers and moved F1 by 0.31, outside the
-    99%-identical / 0.3-F1 rule for a default (see README).
+    on a Zen 4 CPU with native AVX512-BF16, bf16 inference was 1.64x faster but
+    changed 8 of 1,000 dev answers and moved F1 by 0.31, outside the 99%-identical /
+    0.3-F1 rule for a default; on a CPU without it (AVX2 only) bf16 was 4.5x slower
+    than fp32 (see README).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
@@ -71,7 +73,20 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
     if world_size > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return Runtime(chosen, resolve_precision(precision, chosen), rank, world_size)
+    runtime = Runtime(chosen, resolve_precision(precision, chosen), rank, world_size)
+    if runtime.device.type == "cpu" and runtime.precision == "bf16" and not native_cpu_bf16() and runtime.is_main:
+        print(
+            "warning: this CPU has no native bf16 (AVX512-BF16 or AMX); bf16 autocast is emulated and was measured "
+            "4.5x slower than fp32 on such a CPU: use --precision fp32",
+            file=sys.stderr,
+        )
+    return runtime
+
+
+def native_cpu_bf16() -> bool:
+    """Whether the CPU computes bf16 natively; elsewhere bf16 autocast is slower than fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def barrier(runtime: Runtime) -> None:
