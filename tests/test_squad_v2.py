@@ -298,3 +298,40 @@ def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tin
     }
     recomputed = squad_v2_scores(predictions, references, na_probs)
     assert {key: evaluated[key] for key in official} == recomputed
+
+
+def test_hub_squad_v2_trains_on_train_and_tunes_on_validation(tiny_model_dir, tmp_path, monkeypatch):
+    import datasets
+
+    requested = []
+
+    def load_dataset(name, split):
+        requested.append((name, split))
+        return load_examples(file=write_squad_json(tmp_path / f"{split}.json", v2_articles()), for_training=False)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    out = tmp_path / "out"
+    summary = train_cmd.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--dataset",
+            "squad_v2",
+            "--output-dir",
+            str(out),
+            "--max-length",
+            "48",
+            "--stride",
+            "16",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
+    assert requested == [("squad_v2", "train"), ("squad_v2", "validation")]
+    assert summary["metrics"]["NoAns_total"] == 1 and (out / "na_prob.json").is_file()
+    assert "qa_null_threshold" in json.loads((out / "config.json").read_text())
