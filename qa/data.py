@@ -229,7 +229,7 @@ def _hub_records(name: str, split: str) -> Iterator[tuple[str | int, dict[str, A
     try:
         hub_dataset = datasets.load_dataset(name, split=split)
     except (ConnectionError, OSError) as error:
-        local_flag = "--train-file train-v1.1.json" if split == "train" else "--validation-file dev-v1.1.json"
+        local_flag = "--train-file FILE.json" if split == "train" else "--validation-file FILE.json"
         raise QAError(
             f"could not load '{name}' split '{split}' from the Hugging Face hub ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else 'no connection'}{unreachable_note()}); "
