@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--precision", default="auto", help="for the server and the in-process baseline alike")
+    parser.add_argument(
+        "--server-flags", nargs="*", default=[], help="more predict.py --serve flags, e.g. --batch-size=8"
+    )
     args = parser.parse_args()
     questions = load_questions(args.questions)
     print(f"{len(questions)} questions from {DEV.name}; checkpoint {args.ckpt}")
@@ -126,6 +129,7 @@ def main() -> None:
             str(port),
             "--precision",
             args.precision,
+            *args.server_flags,
         ],
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
