@@ -15,6 +15,7 @@ from qa.errors import QAError
 from qa.settings import PRECISIONS, DecodeSettings, Problems, WindowSettings, flag, setting
 
 DEFAULT_OUTPUT_DIR = "finetuned-squad"
+BATCH_DEFAULT = "(default: 8 on CPU, 64 on GPU)"
 PRECISION_HELP = (
     "autocast dtype. CUDA: auto = bf16 where supported, else fp16 with a GradScaler. "
     "CPU: auto = fp32; bf16 runs CPU autocast"
@@ -75,16 +76,25 @@ class TrainConfig:
         None, "continue from the latest checkpoint in --output-dir, or from the one given", nargs="?", const="latest"
     )
     log_steps: int = setting(10, "write train_log.jsonl (mean loss of the interval) every N steps")
-    eval_batch_size: int = setting(64, "windows per device in the evaluation after training")
+    eval_batch_size: int | None = setting(
+        None, f"windows per forward pass in the evaluation after training {BATCH_DEFAULT}"
+    )
     eval: bool = setting(True, "evaluate on the validation set after training")
     progress: bool = setting(True, "progress bars")
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems())
         problems.finite(self, "lr", "epochs", "weight_decay", "warmup_ratio", "max_grad_norm")
-        problems.positive(self, "lr", "epochs", "batch_size", "eval_batch_size", "grad_accum", "log_steps")
+        problems.positive(self, "lr", "epochs", "batch_size", "grad_accum", "log_steps")
         problems.positive(
-            self, "max_steps", "max_train_samples", "max_eval_samples", "save_steps", "save_total_limit", optional=True
+            self,
+            "max_steps",
+            "max_train_samples",
+            "max_eval_samples",
+            "save_steps",
+            "save_total_limit",
+            "eval_batch_size",
+            optional=True,
         )
         problems.need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         problems.need(0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -118,15 +128,14 @@ class EvaluateConfig:
     max_eval_samples: int | None = setting(None, "evaluate the first N examples only")
     window: WindowSettings = setting(WindowSettings, group="windows and decoding", as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
-    batch_size: int = setting(64, "windows per forward pass (per device)")
+    batch_size: int | None = setting(None, f"windows per forward pass (per device) {BATCH_DEFAULT}")
     output_dir: str | None = setting(None, "where to write the result files (default: the checkpoint)", group="output")
     save_nbest: bool = setting(False, "also write nbest_predictions.json")
     progress: bool = setting(True, "progress bars")
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
-        problems.positive(self, "batch_size")
-        problems.positive(self, "max_eval_samples", optional=True)
+        problems.positive(self, "batch_size", "max_eval_samples", optional=True)
         _file_problems(problems, self, "validation_file")
         return problems
 
@@ -148,9 +157,7 @@ class PredictConfig:
     top_k: int = setting(1, "how many answers to return (at most --n-best)")
     window: WindowSettings = setting(WindowSettings, as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
-    # 8, not more: on 2 CPU cores, forward passes of 8 windows served 24.8 questions/s at 32 clients
-    # against 16.2 with 32 windows (bench/serve_load.py), with the same answers.
-    batch_size: int = setting(8, "windows per forward pass (per device)")
+    batch_size: int | None = setting(None, f"windows per forward pass (per device) {BATCH_DEFAULT}")
     precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
     json: bool = setting(False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)")
     serve: bool = setting(False, "serve an HTTP API (POST /answer, GET /health, GET /) instead", group="serving")
@@ -164,7 +171,8 @@ class PredictConfig:
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
-        problems.positive(self, "top_k", "batch_size")
+        problems.positive(self, "top_k")
+        problems.positive(self, "batch_size", optional=True)
         problems.positive(self, "max_body_bytes", "max_context_chars", "max_queue", "max_batch_questions")
         problems.finite(self, "batch_wait_ms")
         problems.need(

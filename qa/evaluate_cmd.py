@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from qa.data import load_examples
     from qa.evaluation import AnswerSettings, evaluate_examples, summary_line
     from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
-    from qa.runtime import setup_runtime, shutdown
+    from qa.runtime import inference_batch_size, setup_runtime, shutdown
 
     check_model_fits(config.ckpt, config.window)
     examples = load_examples(
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     runtime = setup_runtime(config.precision)
     model = load_qa_model(config.ckpt, require_qa_head=True).to(runtime.device)
     tokenizer = load_tokenizer(config.ckpt)
-    settings = AnswerSettings(config.window, with_stored_threshold(config.decode, model), config.batch_size)
+    decode = with_stored_threshold(config.decode, model)
+    settings = AnswerSettings(config.window, decode, inference_batch_size(config.batch_size, runtime))
     metrics = evaluate_examples(
         model,
         tokenizer,

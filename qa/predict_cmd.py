@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
 
     from qa.evaluation import AnswerSettings, answer_examples
     from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
-    from qa.runtime import setup_runtime
+    from qa.runtime import inference_batch_size, setup_runtime
 
     check_model_fits(config.ckpt, config.window)
     runtime = setup_runtime(config.precision)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
         "context": [request["context"] for request in requests],
     }
     decode = with_stored_threshold(config.decode, model)
-    settings = AnswerSettings(config.window, decode, config.batch_size)
+    settings = AnswerSettings(config.window, decode, inference_batch_size(config.batch_size, runtime))
     predictions = answer_examples(model, tokenizer, columns, settings, runtime, with_nbest=True)
     with_null = decode.null_threshold is not None
     results = [answers_json(prediction, config.top_k, with_null) for prediction in predictions]

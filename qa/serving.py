@@ -53,16 +53,15 @@ class Answerer:
     def __init__(self, config: PredictConfig) -> None:
         from qa.evaluation import AnswerSettings
         from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
-        from qa.runtime import setup_runtime
+        from qa.runtime import inference_batch_size, setup_runtime
 
         check_model_fits(config.ckpt, config.window)
         self.config = config
         self.runtime = setup_runtime(config.precision)
         self.model = load_qa_model(config.ckpt, require_qa_head=True).to(self.runtime.device)
         self.tokenizer = load_tokenizer(config.ckpt)
-        self.settings = AnswerSettings(
-            config.window, with_stored_threshold(config.decode, self.model), config.batch_size
-        )
+        decode = with_stored_threshold(config.decode, self.model)
+        self.settings = AnswerSettings(config.window, decode, inference_batch_size(config.batch_size, self.runtime))
         self.forward_passes = 0
         self.questions_answered = 0
         self.model.register_forward_hook(self._count)

@@ -38,7 +38,7 @@ from qa.checkpoint import (
 )
 from qa.config import TrainConfig, raise_problems
 from qa.errors import QAError
-from qa.runtime import Runtime, barrier, main_process_first, setup_runtime, shutdown
+from qa.runtime import Runtime, barrier, inference_batch_size, main_process_first, setup_runtime, shutdown
 from qa.windows import TrainWindows, build_train_windows, default_cache_dir
 
 # ---------------------------------------------------------------- components
@@ -370,7 +370,9 @@ def _evaluate_after_training(run: Run) -> dict[str, Any] | None:
     examples = load_examples(
         config.dataset, "validation", config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
-    settings = AnswerSettings(window=config.window, batch_size=config.eval_batch_size)
+    settings = AnswerSettings(
+        window=config.window, batch_size=inference_batch_size(config.eval_batch_size, run.runtime)
+    )
     metrics = evaluate_examples(
         run.raw_model,
         run.tokenizer,

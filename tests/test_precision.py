@@ -88,3 +88,14 @@ def test_fp16_with_grad_scaler_resumes_exactly(tiny_model_dir, tmp_path):
     assert losses(resumed) == losses(whole)[3:]
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_inference_batch_defaults_to_8_windows_on_cpu_unless_given():
+    from qa.runtime import Runtime, inference_batch_size
+
+    cpu, cuda = Runtime(torch.device("cpu"), "fp32"), Runtime(torch.device("cuda", 0), "bf16")
+    assert (inference_batch_size(None, cpu), inference_batch_size(None, cuda), inference_batch_size(5, cpu)) == (
+        8,
+        64,
+        5,
+    )
