@@ -53,25 +53,21 @@ def _default_of(item: Any) -> Any:
     return item.default_factory()
 
 
-def add_flags(parser: argparse.ArgumentParser, config_class: type, as_trained: bool = False) -> None:
-    """Add one flag per field of ``config_class`` (recursing into nested settings)."""
+def add_flags(
+    parser: argparse.ArgumentParser, config_class: type, as_trained: bool = False, target: Any = None
+) -> None:
+    """Add one flag per field of ``config_class``; nested settings add theirs to the current group."""
     hints = typing.get_type_hints(config_class)
-    target: Any = parser
+    target = target or parser
     for item in fields(config_class):
         metadata = dict(item.metadata)
         if "group" in metadata:
             target = parser.add_argument_group(metadata["group"])
         annotation = hints[item.name]
         if is_dataclass(annotation):
-            _add_nested(target, annotation, as_trained=as_trained or metadata.get("as_trained", False))
-            continue
-        _add_flag(target, item.name, annotation, _default_of(item), metadata, as_trained)
-
-
-def _add_nested(target: Any, settings_class: type, as_trained: bool) -> None:
-    hints = typing.get_type_hints(settings_class)
-    for item in fields(settings_class):
-        _add_flag(target, item.name, hints[item.name], _default_of(item), dict(item.metadata), as_trained)
+            add_flags(parser, annotation, as_trained or metadata.get("as_trained", False), target)
+        else:
+            _add_flag(target, item.name, annotation, _default_of(item), metadata, as_trained)
 
 
 def _add_flag(target: Any, name: str, annotation: Any, default: Any, metadata: dict, as_trained: bool) -> None:
@@ -113,10 +109,12 @@ def build_config(config_class: type[Config], values: dict[str, Any], **nested: A
 def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], argv: list[str] | None) -> Config:
     """Parse ``argv`` into ``config_class`` and report every bad value in one error."""
     values = vars(parser.parse_args(argv))
-    nested = {}
-    for item in fields(config_class):
-        if item.metadata.get("as_trained"):
-            nested[item.name] = settings_as_trained(typing.get_type_hints(config_class)[item.name], values)
+    hints = typing.get_type_hints(config_class)
+    nested = {
+        item.name: settings_as_trained(hints[item.name], values)
+        for item in fields(config_class)
+        if item.metadata.get("as_trained")
+    }
     config = build_config(config_class, values, **nested)
     raise_problems(config.problems())
     return config

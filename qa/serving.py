@@ -22,6 +22,10 @@ from typing import Any
 
 from qa.config import PredictConfig
 from qa.errors import QAError
+from qa.evaluation import AnswerSettings, answer_examples
+from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
+from qa.predict_cmd import answers_json
+from qa.runtime import inference_batch_size, setup_runtime
 
 try:  # FastAPI resolves the handlers' annotations from this module's names
     from fastapi import FastAPI, Request
@@ -51,10 +55,6 @@ class Answerer:
     """Answers lists of questions with the loaded model; counts forward passes for /health and tests."""
 
     def __init__(self, config: PredictConfig) -> None:
-        from qa.evaluation import AnswerSettings
-        from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
-        from qa.runtime import inference_batch_size, setup_runtime
-
         check_model_fits(config.ckpt, config.window)
         self.config = config
         self.runtime = setup_runtime(config.precision)
@@ -76,9 +76,6 @@ class Answerer:
             _release_freed_memory()
 
     def _answer(self, questions: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        from qa.evaluation import answer_examples
-        from qa.predict_cmd import answers_json
-
         columns = {
             "id": [str(index) for index in range(len(questions))],
             "question": [item["question"] for item in questions],

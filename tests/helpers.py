@@ -158,3 +158,17 @@ def make_arranged_model_dir(directory: Path, start_word: str = "denver", end_wor
         model.qa_outputs.bias.zero_()
     model.save_pretrained(directory)
     return directory
+
+
+def tiny_train_argv(model: Path, out: Path, cache_dir: Path, *extra: str, train_file: Path | None = None) -> list[str]:
+    """train.py flags for a tiny model: 48-token windows, stride 16, no progress bars, a test-local cache."""
+    argv = ["--model", str(model), "--output-dir", str(out), "--max-length", "48", "--stride", "16"]
+    argv += ["--cache-dir", str(cache_dir), "--no-progress"]
+    if train_file is not None:
+        argv += ["--train-file", str(train_file)]
+    return [*argv, *extra]
+
+
+def train_log(out: Path) -> list[dict]:
+    """The records of a run's train_log.jsonl."""
+    return [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import write_squad_json
+from helpers import tiny_train_argv, train_log, write_squad_json
 from safetensors.torch import load_file
 
 from qa import predict_cmd, train_cmd
@@ -12,36 +12,14 @@ from qa.runtime import resolve_precision
 
 
 def train(model, data, out, tmp_path, *extra):
-    return train_cmd.main(
-        [
-            "--model",
-            str(model),
-            "--train-file",
-            str(data),
-            "--output-dir",
-            str(out),
-            "--max-length",
-            "48",
-            "--stride",
-            "16",
-            "--batch-size",
-            "2",
-            "--lr",
-            "1e-3",
-            "--log-steps",
-            "1",
-            "--no-progress",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            *extra,
-        ]
+    argv = tiny_train_argv(
+        model, out, tmp_path / "cache", "--batch-size", "2", "--lr", "1e-3", "--log-steps", "1", *extra
     )
+    return train_cmd.main([*argv, "--train-file", str(data)])
 
 
 def losses(out):
-    import json
-
-    return [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in train_log(out)]
 
 
 def test_auto_is_exact_fp32_on_cpu_and_named_precisions_are_kept():

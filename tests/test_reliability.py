@@ -10,7 +10,7 @@ import types
 
 import pytest
 import torch
-from helpers import REPO_ROOT, write_squad_json
+from helpers import REPO_ROOT, tiny_train_argv, write_squad_json
 from safetensors.torch import load_file, save_file
 
 from qa import checkpoint, evaluate_cmd, predict_cmd, train_cmd
@@ -104,24 +104,7 @@ def test_truncated_weights_are_one_line(arranged_model_dir, tmp_path, capsys):
 
 
 def train_args(model, data, out, tmp_path, *extra):
-    return [
-        "--model",
-        str(model),
-        "--train-file",
-        str(data),
-        "--output-dir",
-        str(out),
-        "--max-length",
-        "48",
-        "--stride",
-        "16",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--no-progress",
-        "--batch-size",
-        "2",
-        *extra,
-    ]
+    return tiny_train_argv(model, out, tmp_path / "cache", "--batch-size", "2", *extra, train_file=data)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import SQUAD_ARTICLES, write_squad_json
+from helpers import SQUAD_ARTICLES, tiny_train_argv, write_squad_json
 
 from qa import evaluate_cmd, predict_cmd, train_cmd
 from qa.checkpoint import store_null_threshold
@@ -230,29 +230,8 @@ def test_stored_threshold_reaches_predict_and_the_flag_overrides_it(arranged_mod
 def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tiny_model_dir, tmp_path):
     data = write_squad_json(tmp_path / "v2.json", v2_articles())
     out = tmp_path / "out"
-    summary = train_cmd.main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--train-file",
-            str(data),
-            "--validation-file",
-            str(data),
-            "--output-dir",
-            str(out),
-            "--max-length",
-            "48",
-            "--stride",
-            "16",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--no-progress",
-        ]
-    )
+    argv = tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", "--max-steps", "2", "--batch-size", "4")
+    summary = train_cmd.main([*argv, "--train-file", str(data), "--validation-file", str(data)])
     metrics = summary["metrics"]
     stored = json.loads((out / "config.json").read_text())["qa_null_threshold"]
     assert stored == metrics["null_threshold"] == metrics["best_null_threshold"]
@@ -311,27 +290,8 @@ def test_hub_squad_v2_trains_on_train_and_tunes_on_validation(tiny_model_dir, tm
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     out = tmp_path / "out"
-    summary = train_cmd.main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--dataset",
-            "squad_v2",
-            "--output-dir",
-            str(out),
-            "--max-length",
-            "48",
-            "--stride",
-            "16",
-            "--max-steps",
-            "1",
-            "--batch-size",
-            "4",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--no-progress",
-        ]
-    )
+    argv = tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", "--max-steps", "1", "--batch-size", "4")
+    summary = train_cmd.main([*argv, "--dataset", "squad_v2"])
     assert requested == [("squad_v2", "train"), ("squad_v2", "validation")]
     assert summary["metrics"]["NoAns_total"] == 1 and (out / "na_prob.json").is_file()
     assert "qa_null_threshold" in json.loads((out / "config.json").read_text())
