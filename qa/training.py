@@ -322,10 +322,12 @@ def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[
 def _setup_optimization(
     config: TrainConfig, runtime: Runtime, model: torch.nn.Module, windows: TrainWindows
 ) -> Optimization:
-    """AdamW (fused kernels on CUDA), the linear schedule over all steps, and a GradScaler for fp16 only."""
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.weight_decay), lr=config.lr, fused=runtime.device.type == "cuda"
-    )
+    """AdamW, the linear schedule over all steps, and a GradScaler for fp16 only.
+
+    AdamW runs its fused kernel on CUDA and on CPU too: on 2 AVX2 cores a MiniLM step took
+    25 ms fused against 119 ms for the default foreach kernel (bench/optimizer_step.py)."""
+    fused = runtime.device.type in ("cuda", "cpu")
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, fused=fused)
     global_batch = config.batch_size * runtime.world_size
     batches_per_epoch = len(epoch_batches(windows.lengths, global_batch, config.seed, 0, False, runtime.distributed))
     if batches_per_epoch == 0:
