@@ -106,7 +106,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--precision", default="auto", help="for the server and the in-process baseline alike")
     parser.add_argument(
-        "--server-flags", nargs="*", default=[], help="more predict.py --serve flags, e.g. --batch-size=8"
+        "--server-flags",
+        action="extend",
+        nargs="*",
+        default=[],
+        help="another predict.py --serve flag, attached with = (repeat for more): --server-flags=--batch-size=8",
     )
     args = parser.parse_args()
     questions = load_questions(args.questions)

@@ -49,13 +49,13 @@ def inference_batch_size(configured: int | None, runtime: Runtime) -> int:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on CPU.
+    """``auto``: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on every CPU.
 
-    On CPU, bf16 and fp16 autocast run when asked for. ``auto`` stays fp32 there:
-    on a Zen 4 CPU with native AVX512-BF16, bf16 inference was 1.64x faster but
-    changed 8 of 1,000 dev answers and moved F1 by 0.31, outside the 99%-identical /
-    0.3-F1 rule for a default; on a CPU without it (AVX2 only) bf16 was 4.5x slower
-    than fp32 (see README).
+    On CPU, bf16 and fp16 autocast run when asked for. ``auto`` stays fp32 there because
+    no CPU measured so far passes the rule for a default (at least 99% of answers identical
+    to fp32 and F1 within 0.3): on a Zen 4 CPU with native AVX512-BF16, bf16 inference was
+    1.64x faster but changed 8 of 1,000 dev answers and moved F1 by 0.31; on an AVX2-only
+    CPU it changed 12 of 1,000 and its emulated kernels were 4.5-7x slower (README, bench/speed.py).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
@@ -86,7 +86,7 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
     if runtime.device.type == "cpu" and runtime.precision == "bf16" and not native_cpu_bf16() and runtime.is_main:
         print(
             "warning: this CPU has no native bf16 (AVX512-BF16 or AMX); bf16 autocast is emulated and was measured "
-            "4.5x slower than fp32 on such a CPU: use --precision fp32",
+            "4.5-7x slower than fp32 on such a CPU (13x for training): use --precision fp32",
             file=sys.stderr,
         )
     return runtime
