@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class BadRequest(Exception):
 class Pending:
     questions: list[dict[str, Any]]
     future: asyncio.Future
-    arrived: float = field(default_factory=time.perf_counter)
 
 
 class Answerer:
@@ -283,8 +282,6 @@ async def _read_body(request: Any, limit: int) -> bytes:
 
 def serve(config: PredictConfig) -> None:
     """Load the model once and serve until SIGTERM / Ctrl-C, finishing the requests in flight."""
-    import sys
-
     import uvicorn
 
     _check_port_free(config.host, config.port)

@@ -71,6 +71,17 @@ def call(base, path, body=None, method=None, raw=None, timeout=60):
         return error.code, json.loads(error.read() or b"null"), error.headers
 
 
+def ask_concurrently(base, questions, results):
+    """Start one thread per question, each POSTing it about CONTEXT; (status, body, headers) land in results."""
+    threads = [
+        threading.Thread(target=lambda q=q: results.append(call(base, "/answer", {"question": q, "context": CONTEXT})))
+        for q in questions
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 @pytest.fixture(scope="module")
 def server(arranged_model_dir):
     process, base = start_server(arranged_model_dir)
@@ -112,14 +123,7 @@ def test_answers_equal_predict_py_for_the_same_inputs(server, arranged_model_dir
 def test_a_burst_is_served_in_fewer_forward_passes_than_requests(server):
     before = call(server, "/health")[1]["forward_passes"]
     results = []
-    threads = [
-        threading.Thread(
-            target=lambda i=i: results.append(call(server, "/answer", {"question": f"Who {i}?", "context": CONTEXT}))
-        )
-        for i in range(6)
-    ]
-    for thread in threads:
-        thread.start()
+    threads = ask_concurrently(server, [f"Who {i}?" for i in range(6)], results)
     for thread in threads:
         thread.join(timeout=60)
     assert [status for status, _, _ in results] == [200] * 6
@@ -179,14 +183,7 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 def test_sigterm_finishes_the_requests_in_flight_and_exits_0(arranged_model_dir):
     process, base = start_server(arranged_model_dir, "--batch-wait-ms", "300")
     results = []
-    threads = [
-        threading.Thread(
-            target=lambda i=i: results.append(call(base, "/answer", {"question": f"Q{i}?", "context": CONTEXT}))
-        )
-        for i in range(4)
-    ]
-    for thread in threads:
-        thread.start()
+    threads = ask_concurrently(base, [f"Q{i}?" for i in range(4)], results)
     time.sleep(0.1)  # all four are in the batch's 300 ms wait
     process.send_signal(signal.SIGTERM)
     for thread in threads:
