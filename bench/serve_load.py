@@ -51,15 +51,17 @@ def resident_mib(pid: int) -> float:
 
 
 def one_at_a_time(ckpt: str, questions: list[dict[str, str]], precision: str) -> None:
+    from qa.answering import load_reader
     from qa.predict_cmd import config_from_args
-    from qa.serving import Answerer
+    from qa.questions import Question
 
-    answerer = Answerer(config_from_args(["--ckpt", ckpt, "--precision", precision]))
+    config = config_from_args(["--ckpt", ckpt, "--precision", precision])
+    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
     latencies = []
     began = time.perf_counter()
     for question in questions:
         started = time.perf_counter()
-        answerer.answer([{**question, "top_k": 1}])
+        reader.answer([Question(question["question"], question["context"])])
         latencies.append(time.perf_counter() - started)
     seconds = time.perf_counter() - began
     print(f"| one at a time, in-process | {len(questions) / seconds:.1f} | {percentiles(latencies)} | |")

@@ -27,15 +27,20 @@ import numpy as np
 import torch
 
 from qa.errors import QAError
+from qa.files import (
+    CHECKPOINT_PREFIX,
+    EVALUATION_FILES,
+    LOCK_FILE,
+    LOG_FILE,
+    NULL_THRESHOLD_KEY,
+    STATE_FILE,
+    TRAINING_ARGS_FILE,
+)
 
-STATE_FILE = "training_state.pt"
-TRAINING_ARGS_FILE = "training_args.json"
-LOG_FILE = "train_log.jsonl"
-LOCK_FILE = ".train.lock"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 STATE_KEYS = ("optimizer", "scheduler", "scaler", "position", "rng")
 # What a finished run leaves in its output directory besides the model files.
-RUN_FILES = (LOG_FILE, "metrics.json", "predictions.json", "nbest_predictions.json", "na_prob.json")
+RUN_FILES = (LOG_FILE, *EVALUATION_FILES)
 
 
 def rng_states() -> dict[str, Any]:
@@ -61,22 +66,6 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(item) for item in value) if isinstance(value, list | tuple) else value
 
 
-def read_training_args(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """The training arguments train.py recorded beside a model, or {} for other models."""
-    if checkpoint is None:
-        return {}
-    path = Path(checkpoint) / TRAINING_ARGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
-        raise QAError(f"{path}: cannot read the training arguments ({error})") from None
-    if not isinstance(value, dict):
-        raise QAError(f"{path}: expected a JSON object")
-    return value
-
-
 def write_model_dir(directory: Path, model: Any, tokenizer: Any, training_args: dict[str, Any]) -> None:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -87,8 +76,8 @@ def save_checkpoint(
     output_dir: Path, step: int, model: Any, tokenizer: Any, training_args: dict[str, Any], state: dict[str, Any]
 ) -> Path:
     """Write ``checkpoint-STEP`` atomically and return its path."""
-    final = output_dir / f"checkpoint-{step}"
-    temporary = output_dir / f".checkpoint-{step}.tmp"
+    final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
+    temporary = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp"
     with _cleaned_up_on_failure(temporary, f"checkpoint {final}", output_dir):
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
@@ -152,10 +141,10 @@ def _is_disk_full(error: BaseException) -> bool:
 
 
 def store_null_threshold(model_dir: Path, threshold: float) -> None:
-    """Record the SQuAD v2 null threshold in the model's config.json (key ``qa_null_threshold``), atomically."""
+    """Record the SQuAD v2 null threshold in the model's config.json, atomically."""
     path = model_dir / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["qa_null_threshold"] = threshold
+    config[NULL_THRESHOLD_KEY] = threshold
     temporary = path.with_name(".config.json.tmp")
     temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(temporary, path)

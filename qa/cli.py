@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, TypeVar
 
 from qa.config import raise_problems
+from qa.files import read_training_args
 from qa.settings import flag
 
 Config = TypeVar("Config")
@@ -54,9 +55,16 @@ def _default_of(item: Any) -> Any:
 
 
 def add_flags(
-    parser: argparse.ArgumentParser, config_class: type, as_trained: bool = False, target: Any = None
+    parser: argparse.ArgumentParser,
+    config_class: type,
+    as_trained: bool = False,
+    target: Any = None,
+    only_given: bool = False,
 ) -> None:
-    """Add one flag per field of ``config_class``; nested settings add theirs to the current group."""
+    """Add one flag per field of ``config_class``; nested settings add theirs to the current group.
+
+    ``only_given``: no defaults, so that parsing yields just the flags on the command line.
+    """
     hints = typing.get_type_hints(config_class)
     target = target or parser
     for item in fields(config_class):
@@ -65,26 +73,35 @@ def add_flags(
             target = parser.add_argument_group(metadata["group"])
         annotation = hints[item.name]
         if is_dataclass(annotation):
-            add_flags(parser, annotation, as_trained or metadata.get("as_trained", False), target)
+            add_flags(parser, annotation, as_trained or metadata.get("as_trained", False), target, only_given)
         else:
-            _add_flag(target, item.name, annotation, _default_of(item), metadata, as_trained)
+            _add_flag(target, item.name, annotation, _default_of(item), metadata, as_trained, only_given)
 
 
-def _add_flag(target: Any, name: str, annotation: Any, default: Any, metadata: dict, as_trained: bool) -> None:
+def _add_flag(
+    target: Any, name: str, annotation: Any, default: Any, metadata: dict, as_trained: bool, only_given: bool
+) -> None:
     help_text = metadata.get("help", "")
+    # argparse.SUPPRESS as the default: the parsed namespace holds only the flags given.
+    given_default = {"default": argparse.SUPPRESS} if only_given else {}
     if annotation is bool:
         if default:
             target.add_argument(
-                f"--no-{name.replace('_', '-')}", dest=name, action="store_false", help=f"turn off: {help_text}"
+                f"--no-{name.replace('_', '-')}",
+                dest=name,
+                action="store_false",
+                help=f"turn off: {help_text}",
+                **given_default,
             )
         else:
-            target.add_argument(flag(name), dest=name, action="store_true", help=help_text)
+            target.add_argument(flag(name), dest=name, action="store_true", help=help_text, **given_default)
         return
     options: dict[str, Any] = {"dest": name, "type": _plain_type(annotation), "help": help_text, "default": default}
+    options.update(given_default)
     for key in ("choices", "nargs", "const"):
         if key in metadata:
             options[key] = metadata[key]
-    if as_trained:
+    if as_trained and not only_given:
         # evaluate.py / predict.py: the checkpoint's training value unless the flag is given.
         options["default"] = None
         options["help"] = f"{help_text} (default: as trained, else {default})"
@@ -106,6 +123,13 @@ def build_config(config_class: type[Config], values: dict[str, Any], **nested: A
     return config_class(**arguments)
 
 
+def given_flags(config_class: type, argv: list[str] | None) -> set[str]:
+    """The fields whose flags appear on the command line (after a successful parse of the same argv)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_flags(parser, config_class, only_given=True)
+    return set(vars(parser.parse_known_args(argv)[0]))
+
+
 def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], argv: list[str] | None) -> Config:
     """Parse ``argv`` into ``config_class`` and report every bad value in one error."""
     values = vars(parser.parse_args(argv))
@@ -116,14 +140,15 @@ def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], ar
         if item.metadata.get("as_trained")
     }
     config = build_config(config_class, values, **nested)
-    raise_problems(config.problems())
+    problems = config.problems()
+    if hasattr(config, "flag_problems"):
+        problems += config.flag_problems(given_flags(config_class, argv))
+    raise_problems(problems)
     return config
 
 
 def settings_as_trained(settings_class: type[Config], values: dict[str, Any]) -> Config:
     """Settings from the flags given, else from the checkpoint's training_args.json, else the defaults."""
-    from qa.checkpoint import read_training_args
-
     trained_with = read_training_args(values.get("ckpt"))
     trained_with = trained_with.get("window", trained_with)  # older checkpoints kept the fields flat
     arguments = {}

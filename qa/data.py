@@ -15,6 +15,7 @@ text are skipped and counted instead, since they would teach a wrong span.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from qa.errors import QAError, record_error
 from qa.hub import hub_unreachable, unreachable_note
+from qa.text import jsonl_records, label_problem, parse_json, read_text, text_problem
 
 if TYPE_CHECKING:
     import datasets
@@ -130,12 +132,7 @@ def read_local_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]
 
 
 def _json_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise QAError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
-    except UnicodeDecodeError as error:
-        raise QAError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    document = parse_json(read_text(path), str(path))
     if isinstance(document, dict) and "data" in document:
         return _nested_squad_records(path, document["data"])
     if isinstance(document, list):
@@ -168,6 +165,8 @@ def _nested_squad_records(path: Path, articles: Any) -> Iterator[tuple[str | int
                 if isinstance(qa.get("id"), str):
                     label = qa["id"]
                 answers = qa.get("answers")
+                if answers is None and qa.get("is_impossible") is True:
+                    answers = []  # SQuAD v2.0 writers may leave out the empty list of an unanswerable question
                 if not isinstance(answers, list):
                     raise record_error(str(path), label, "answers", "missing or not a list")
                 texts, starts = [], []
@@ -189,27 +188,20 @@ def _nested_squad_records(path: Path, articles: Any) -> Iterator[tuple[str | int
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise QAError(f"{path}: line {line_number}: invalid JSON ({error.msg})") from None
-            yield f"line {line_number}", record
+    for line_number, record in jsonl_records(read_text(path), str(path)):
+        yield f"line {line_number}", record
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        for row_number, row in enumerate(csv.DictReader(handle), start=2):
-            if isinstance(row.get("answers"), str):
-                try:
-                    row["answers"] = json.loads(row["answers"])
-                except json.JSONDecodeError:
-                    label = row.get("id") or f"line {row_number}"
-                    raise record_error(str(path), label, "answers", "not a JSON object") from None
-            yield f"line {row_number}", row
+    rows = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    for row_number, row in enumerate(rows, start=2):
+        if isinstance(row.get("answers"), str):
+            try:
+                row["answers"] = json.loads(row["answers"])
+            except (json.JSONDecodeError, RecursionError):
+                label = row.get("id") or f"line {row_number}"
+                raise record_error(str(path), label, "answers", "not a JSON object") from None
+        yield f"line {row_number}", row
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
@@ -256,21 +248,26 @@ def validate_records(
     for label, record in records:
         if not isinstance(record, dict):
             raise QAError(f"{source}: record {label!r}: not an object")
+        if record.get("answers") is None and record.get("is_impossible") is True:
+            record = {**record, "answers": []}  # an unanswerable question written without its empty answers
         for field in REQUIRED_FIELDS:
             if field not in record or record[field] is None:
                 raise record_error(source, label, field, "missing")
         record_id = record["id"]
+        if isinstance(record_id, int) and not isinstance(record_id, bool):
+            record_id = str(record_id)
         if not isinstance(record_id, str) or not record_id.strip():
-            if isinstance(record_id, int) and not isinstance(record_id, bool):
-                record_id = str(record_id)
-            else:
-                raise record_error(source, label, "id", "must be a non-empty string")
+            raise record_error(source, label, "id", "must be a non-empty string")
+        if label_problem(record_id):
+            raise record_error(source, label, "id", label_problem(record_id))
         label = record_id
         for field in ("question", "context"):
-            if not isinstance(record[field], str):
-                raise record_error(source, label, field, "must be a string")
-            if not record[field].strip():
-                raise record_error(source, label, field, "is empty")
+            problem = text_problem(record[field])
+            if problem:
+                raise record_error(source, label, field, problem)
+        title = record.get("title")
+        if isinstance(title, str) and label_problem(title):
+            raise record_error(source, label, "title", label_problem(title))
         if record_id in seen_ids:
             raise record_error(source, label, "id", "duplicate id (also used by an earlier record)")
         seen_ids[record_id] = label
@@ -287,7 +284,6 @@ def validate_records(
             raise record_error(
                 source, label, "answers.answer_start", f"points past the end of the context ({len(context)} characters)"
             )
-        title = record.get("title")
         columns["id"].append(record_id)
         columns["title"].append(title if isinstance(title, str) else "")
         columns["context"].append(context)
@@ -318,8 +314,12 @@ def _check_impossible(record: dict[str, Any], texts: list[str], source: str, lab
 
 
 def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[str], list[int]]:
+    if answers == []:  # a natural way to write "no answer" in flat records
+        return [], []
     if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
-        raise record_error(source, label, "answers", "must be an object with 'text' and 'answer_start' lists")
+        raise record_error(
+            source, label, "answers", "must be an object with 'text' and 'answer_start' lists ([] for no answer)"
+        )
     texts, starts = answers["text"], answers["answer_start"]
     if not isinstance(texts, list) or not isinstance(starts, list):
         raise record_error(source, label, "answers", "'text' and 'answer_start' must be lists")
@@ -328,6 +328,8 @@ def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[st
     for text in texts:
         if not isinstance(text, str) or not text.strip():
             raise record_error(source, label, "answers.text", "must be a non-empty string")
+        if label_problem(text):
+            raise record_error(source, label, "answers.text", label_problem(text))
     clean_starts = []
     for start in starts:
         if isinstance(start, str) and start.strip().lstrip("-").isdigit():

@@ -34,31 +34,29 @@ def _writable_output_dir(config: EvaluateConfig) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     config = config_from_args(argv)
     output_dir = _writable_output_dir(config)
+    from qa.answering import load_reader
     from qa.data import load_examples
-    from qa.evaluation import AnswerSettings, evaluate_examples, summary_line
-    from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
-    from qa.runtime import inference_batch_size, setup_runtime, shutdown
+    from qa.evaluation import evaluate_examples, summary_line
+    from qa.modeling import check_model_fits
+    from qa.runtime import shutdown
 
     check_model_fits(config.ckpt, config.window)
     examples = load_examples(
         config.dataset, config.split, config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
-    runtime = setup_runtime(config.precision)
-    model = load_qa_model(config.ckpt, require_qa_head=True).to(runtime.device)
-    tokenizer = load_tokenizer(config.ckpt)
-    decode = with_stored_threshold(config.decode, model)
-    settings = AnswerSettings(config.window, decode, inference_batch_size(config.batch_size, runtime))
+    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    reader.settings.version_2 = config.version_2_with_negative
     metrics = evaluate_examples(
-        model,
-        tokenizer,
+        reader.model,
+        reader.tokenizer,
         examples,
-        settings,
-        runtime,
+        reader.settings,
+        reader.runtime,
         output_dir,
         save_nbest=config.save_nbest,
         progress=config.progress,
     )
-    shutdown(runtime)
+    shutdown(reader.runtime)
     if metrics is not None:
         print(
             f"{summary_line(metrics)}  ({metrics['num_examples']} examples, {metrics['num_windows']} windows; "

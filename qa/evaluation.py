@@ -6,7 +6,6 @@ evaluate.py, train.py's evaluation after training and predict.py all call
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from qa.decoding import Prediction, decide_no_answer, decode_windows
+from qa.files import EVALUATION_FILES, METRICS_FILE, NA_PROB_FILE, NBEST_FILE, PREDICTIONS_FILE, write_json
 from qa.inference import gather_logits, predict_logits, shard_windows
 from qa.metrics import best_null_threshold, squad_scores, squad_v2_scores, v2_raw_scores
 from qa.runtime import Runtime
@@ -29,6 +29,7 @@ class AnswerSettings:
     window: WindowSettings = field(default_factory=WindowSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     batch_size: int = 64  # windows per forward pass
+    version_2: bool = False  # SQuAD v2.0 scoring even for data without unanswerable questions
 
 
 @dataclass
@@ -97,15 +98,19 @@ def evaluate_examples(
     save_nbest: bool = False,
     progress: bool = False,
     tune_null_threshold: bool = False,
+    keep_degenerate_threshold: bool = False,
 ) -> dict[str, Any] | None:
     """Answer every example, score against its gold answers and write the result files on rank 0.
 
     Writes ``predictions.json`` ({id: answer text, "" for no answer}: the official
     SQuAD scripts' input), ``metrics.json`` and, with ``save_nbest``,
-    ``nbest_predictions.json``. Data with unanswerable questions (SQuAD v2.0) is
-    scored with the official v2.0 metric and also gets ``na_prob.json``; the
-    null threshold that maximises F1 is reported, and with ``tune_null_threshold``
-    used for the predictions. Returns the metrics (None on ranks other than 0).
+    ``nbest_predictions.json``; a result file of an earlier evaluation that this one
+    does not write is removed, so the directory always holds one evaluation's set.
+    SQuAD v2.0 scoring (``settings.version_2``, or data with unanswerable questions) adds
+    ``na_prob.json`` and the F1-best null threshold; with ``tune_null_threshold`` that
+    threshold is used for the predictions where it can be tuned (see `tuned_threshold`;
+    ``keep_degenerate_threshold``: also where it cannot).
+    Returns the metrics (None on ranks other than 0).
     """
     timings = Timings()
     predictions = answer_examples(
@@ -117,11 +122,12 @@ def evaluate_examples(
     example_ids = list(examples["id"])
     golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
     na_probs = None
-    if all(golds.values()):
+    if not settings.version_2 and all(golds.values()):
         answers = {example_id: prediction.answer for example_id, prediction in zip(example_ids, predictions)}
         scores: dict[str, Any] = squad_scores(answers, golds)
     else:
-        scores, answers, na_probs = _score_v2(example_ids, golds, predictions, settings, tune_null_threshold)
+        tune = "always" if keep_degenerate_threshold else "when tunable" if tune_null_threshold else None
+        scores, answers, na_probs = _score_v2(example_ids, golds, predictions, settings, tune)
     timings.metric = time.perf_counter() - began
     metrics = {
         **scores,
@@ -136,18 +142,35 @@ def evaluate_examples(
         "settings": asdict(settings),
     }
     if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_json(output_dir / "predictions.json", answers)
+        results = {PREDICTIONS_FILE: answers, METRICS_FILE: metrics}
         if na_probs is not None:
-            write_json(output_dir / "na_prob.json", na_probs)
+            results[NA_PROB_FILE] = na_probs
         if save_nbest:
-            nbest = {
+            results[NBEST_FILE] = {
                 example_id: [asdict(candidate) for candidate in prediction.nbest]
                 for example_id, prediction in zip(example_ids, predictions)
             }
-            write_json(output_dir / "nbest_predictions.json", nbest)
-        write_json(output_dir / "metrics.json", metrics)
+        write_result_files(output_dir, results)
     return metrics
+
+
+def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:
+    """Write one evaluation's files (metrics.json last) and remove those of an earlier one it does not replace."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in EVALUATION_FILES:
+        if name not in results:
+            (output_dir / name).unlink(missing_ok=True)
+    for name in sorted(results, key=lambda name: name == METRICS_FILE):
+        write_json(output_dir / name, results[name])
+
+
+def tuned_threshold(best_threshold: float, num_answerable: int, num_unanswerable: int, asked: bool) -> float | None:
+    """The threshold to store after tuning: the F1-best one, when the validation data holds both
+    answerable and unanswerable questions. With only one kind the F1-best threshold is degenerate
+    (it answers everything, or nothing at all) and is kept only when v2 was asked for explicitly."""
+    if asked or (num_answerable and num_unanswerable):
+        return best_threshold
+    return None
 
 
 def _score_v2(
@@ -155,27 +178,41 @@ def _score_v2(
     golds: dict[str, list[str]],
     predictions: list[Prediction],
     settings: AnswerSettings,
-    tune: bool,
+    tune: str | None,
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
     """The official v2.0 metrics, the F1-best null threshold, the answers and no-answer probabilities."""
     differences = np.array(
         [p.null_score - p.score if p.score is not None else np.inf for p in predictions], dtype=np.float64
     )
+    has_answer = [bool(golds[i]) for i in example_ids]
     _, span_f1 = v2_raw_scores({example_id: p.text for example_id, p in zip(example_ids, predictions)}, golds)
-    best_threshold, best_f1 = best_null_threshold(
-        differences, [span_f1[i] for i in example_ids], [bool(golds[i]) for i in example_ids]
-    )
-    threshold = best_threshold if tune else settings.decode.null_threshold
+    best_threshold, best_f1 = best_null_threshold(differences, [span_f1[i] for i in example_ids], has_answer)
+    if tune:
+        answerable = sum(has_answer)
+        threshold = tuned_threshold(best_threshold, answerable, len(has_answer) - answerable, asked=tune == "always")
+    else:
+        threshold = settings.decode.null_threshold
     for prediction in predictions:
         prediction.no_answer = decide_no_answer(prediction, threshold)
     answers = {example_id: p.answer for example_id, p in zip(example_ids, predictions)}
-    # The official script's --na-prob-file: a monotone function of null - best span score that
-    # crosses 0.5 exactly at the threshold in use.
-    probabilities = np.exp(-np.logaddexp(0.0, -(differences - (threshold or 0.0))))  # a sigmoid that never overflows
+    probabilities = no_answer_probabilities(differences, threshold, np.array([p.answer == "" for p in predictions]))
     na_probs = {example_id: float(p) for example_id, p in zip(example_ids, probabilities)}
     scores = squad_v2_scores(answers, golds, na_probs)
     scores.update(null_threshold=threshold, best_null_threshold=best_threshold, best_null_threshold_f1=best_f1)
     return scores, answers, na_probs
+
+
+def no_answer_probabilities(differences: np.ndarray, threshold: float | None, unanswered: np.ndarray) -> np.ndarray:
+    """The official script's --na-prob-file: rising with null score - best span score, and above 0.5
+    exactly for the questions left unanswered. A model without a threshold answers every question
+    it finds a span for, so its probabilities stay below 0.5 (in the same order) except there."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if threshold is None:
+            probabilities = 0.5 * np.exp(-np.logaddexp(0.0, -differences))  # half a sigmoid: below 0.5
+        else:
+            probabilities = np.exp(-np.logaddexp(0.0, -(differences - threshold)))  # a sigmoid that never overflows
+    above_half = np.nextafter(0.5, 1.0)
+    return np.where(unanswered, np.maximum(probabilities, above_half), np.minimum(probabilities, 0.5))
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
@@ -190,10 +227,3 @@ def summary_line(metrics: dict[str, Any]) -> str:
     parts.append(f"null threshold {'none (always answers)' if threshold is None else f'{threshold:.4f}'}")
     parts.append(f"best: f1 {metrics['best_null_threshold_f1']:.2f} at {metrics['best_null_threshold']:.4f}")
     return "  ".join(parts)
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically: a crash mid-write leaves the old file, never half a new one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(path)

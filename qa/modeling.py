@@ -16,6 +16,7 @@ from typing import Any
 
 from qa.config import DEFAULT_OUTPUT_DIR
 from qa.errors import QAError
+from qa.files import NULL_THRESHOLD_KEY
 from qa.hub import hub_unreachable, unreachable_note
 from qa.settings import DecodeSettings, WindowSettings
 
@@ -131,9 +132,6 @@ def _load_problem(name_or_path: str, what: str, error: Exception) -> str:
         f"{name_or_path}: no such local directory, and loading the {what} from the Hugging Face hub failed "
         f"({first_line}{unreachable_note()}); offline, pass a local model directory"
     )
-
-
-NULL_THRESHOLD_KEY = "qa_null_threshold"  # in config.json, so `AutoConfig` users can read it too
 
 
 def with_stored_threshold(decode: DecodeSettings, model: Any) -> DecodeSettings:

@@ -2,7 +2,8 @@
 
 Imports only what answering needs (torch, transformers, numpy): no `datasets`.
 With ``--input`` every non-blank line gets exactly one output line, in order,
-carrying that line's own id; ids need not be unique (the output is positional).
+carrying that line's own id (default: its line number); ids need not be unique
+(the output is positional). A line may ask for its own ``top_k``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 from qa.cli import command_parser, parse_config
 from qa.config import PredictConfig
 from qa.errors import QAError, exit_on_qa_error
+from qa.questions import Question, QuestionProblem, check_text_field, question_from_json
+from qa.text import jsonl_records, read_stdin, read_text
 
 
 def config_from_args(argv: list[str] | None = None) -> PredictConfig:
@@ -22,103 +25,48 @@ def config_from_args(argv: list[str] | None = None) -> PredictConfig:
     return parse_config(parser, PredictConfig, argv)
 
 
-def read_requests(config: PredictConfig) -> tuple[list[dict[str, str]], bool]:
+def read_requests(config: PredictConfig) -> tuple[list[Question], bool]:
     """The questions to answer and whether they came from --input (JSON lines out)."""
     if config.input is not None:
         if config.question or config.context or config.context_file:
             raise QAError("--input cannot be combined with --question / --context / --context-file")
-        return _read_jsonl(Path(config.input)), True
+        return _read_jsonl(config.input, config), True
     if config.question is None:
         raise QAError("give --question with --context or --context-file, or --input FILE.jsonl")
     if (config.context is None) == (config.context_file is None):
         raise QAError("give exactly one of --context and --context-file")
-    context = config.context if config.context is not None else _read_context_file(config.context_file)
-    request = {"id": "0", "question": config.question, "context": context}
-    check_request(request, "command line")
-    return [request], False
+    try:
+        question = check_text_field("question", config.question, from_command_line=True)
+        if config.context is not None:
+            context = check_text_field("context", config.context, from_command_line=True)
+        else:
+            context = check_text_field("context", _read_context_file(config.context_file))
+    except QuestionProblem as problem:
+        flag = "--context-file" if problem.field == "context" and config.context_file else f"--{problem.field}"
+        raise QAError(f"{flag}: {problem.problem}") from None
+    return [Question(question, context, "0", config.top_k)], False
 
 
 def _read_context_file(name: str) -> str:
     if name == "-":
-        if sys.stdin is None or sys.stdin.closed:
-            raise QAError("--context-file -: standard input is closed")
-        try:
-            return sys.stdin.buffer.read().decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise QAError(f"--context-file -: standard input is not UTF-8 text ({error.reason})") from None
-        except OSError as error:
-            raise QAError(f"--context-file -: cannot read standard input ({error.strerror})") from None
-    try:
-        return Path(name).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise QAError(f"{name}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise QAError(f"{name}: cannot read the context file ({error.strerror})") from None
+        return read_stdin("--context-file -")
+    return read_text(Path(name))
 
 
-def _read_jsonl(path: Path) -> list[dict[str, str]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise QAError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise QAError(f"{path}: cannot read ({error.strerror})") from None
-    requests = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+def _read_jsonl(name: str, config: PredictConfig) -> list[Question]:
+    path = Path(name)
+    questions = []
+    for number, record in jsonl_records(read_text(path), str(path)):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise QAError(f"{path}: line {number}: invalid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise QAError(f"{path}: line {number}: expected an object with 'question' and 'context'")
-        given_id = record.get("id")
-        if given_id is not None and (isinstance(given_id, bool) or not isinstance(given_id, str | int)):
-            raise QAError(f"{path}: line {number}, field 'id': must be a string or an integer, got {given_id!r}")
-        request = {
-            "id": str(given_id) if given_id is not None else str(number),
-            "question": record.get("question"),
-            "context": record.get("context"),
-        }
-        check_request(request, f"{path}: line {number}")
-        requests.append(request)
-    if not requests:
+            question = question_from_json(record, max_top_k=config.decode.n_best, default_top_k=config.top_k)
+        except QuestionProblem as problem:
+            raise QAError(f"{path}: line {number}, {problem.describe()}") from None
+        if question.id is None:
+            question.id = str(number)  # the default id: the line number
+        questions.append(question)
+    if not questions:
         raise QAError(f"{path}: no questions in the file")
-    return requests
-
-
-def check_request(request: dict[str, Any], where: str) -> None:
-    for field in ("question", "context"):
-        value = request[field]
-        if not isinstance(value, str):
-            raise QAError(f"{where}: field '{field}' is missing or not a string")
-        if not value.strip():
-            raise QAError(f"{where}: field '{field}' is empty")
-
-
-def answers_json(prediction: Any, top_k: int, with_null: bool = False) -> list[dict[str, Any]]:
-    """The best ``top_k`` answers of one prediction as JSON objects (what --json prints).
-
-    ``with_null`` (a model with a null threshold): every object says whether it is
-    the "no answer" candidate, which ranks among the spans.
-    """
-    if not prediction.nbest:
-        answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
-    else:
-        answers = [
-            {
-                "answer": candidate.text,
-                "score": round(candidate.probability, 6),
-                "start": candidate.start,
-                "end": candidate.end,
-            }
-            for candidate in prediction.nbest[:top_k]
-        ]
-    if with_null:
-        for answer in answers:
-            answer["no_answer"] = answer["answer"] == ""
-    return answers
+    return questions
 
 
 @exit_on_qa_error
@@ -129,34 +77,15 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
 
         serve(config)
         return []
-    requests, from_file = read_requests(config)
+    questions, from_file = read_requests(config)
 
-    from qa.evaluation import AnswerSettings, answer_examples
-    from qa.modeling import check_model_fits, load_qa_model, load_tokenizer, with_stored_threshold
-    from qa.runtime import inference_batch_size, setup_runtime
+    from qa.answering import load_reader, shape_answers
 
-    check_model_fits(config.ckpt, config.window)
-    runtime = setup_runtime(config.precision)
-    model = load_qa_model(config.ckpt, require_qa_head=True).to(runtime.device)
-    tokenizer = load_tokenizer(config.ckpt)
-    # Positions, not the users' ids, key the examples: ids may repeat and every line is answered.
-    columns = {
-        "id": [str(index) for index in range(len(requests))],
-        "question": [request["question"] for request in requests],
-        "context": [request["context"] for request in requests],
-    }
-    decode = with_stored_threshold(config.decode, model)
-    settings = AnswerSettings(config.window, decode, inference_batch_size(config.batch_size, runtime))
-    predictions = answer_examples(model, tokenizer, columns, settings, runtime, with_nbest=True)
-    with_null = decode.null_threshold is not None
-    results = [answers_json(prediction, config.top_k, with_null) for prediction in predictions]
-
-    for request, answers in zip(requests, results, strict=True):
+    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    results = reader.answer(questions)
+    for question, answers in zip(questions, results, strict=True):
         if from_file:
-            line = (
-                {"id": request["id"], **answers[0]} if config.top_k == 1 else {"id": request["id"], "answers": answers}
-            )
-            print(json.dumps(line, ensure_ascii=False))
+            print(json.dumps(shape_answers(answers, question), ensure_ascii=False))
         elif config.json:
             print(json.dumps(answers[0] if config.top_k == 1 else answers, ensure_ascii=False))
         else:

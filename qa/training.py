@@ -21,7 +21,6 @@ import torch
 
 from qa.batching import WindowCollator, epoch_batches, rank_slice
 from qa.checkpoint import (
-    LOG_FILE,
     clear_run,
     holds_a_run,
     list_checkpoints,
@@ -38,6 +37,7 @@ from qa.checkpoint import (
 )
 from qa.config import TrainConfig, raise_problems
 from qa.errors import QAError
+from qa.files import LOG_FILE, NULL_THRESHOLD_KEY
 from qa.runtime import Runtime, barrier, inference_batch_size, main_process_first, setup_runtime, shutdown
 from qa.windows import TrainWindows, build_train_windows, default_cache_dir
 
@@ -112,6 +112,7 @@ class Run:
     opt: Optimization
     position: RunPosition = field(default_factory=RunPosition)
     log: RunLog | None = None
+    trains_unanswerable: bool = False  # the training data holds SQuAD v2.0 unanswerable questions
 
 
 # ---------------------------------------------------------------- the recipe
@@ -143,6 +144,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
     torch.manual_seed(config.seed)
     examples, windows = _setup_data(config, runtime, tokenizer)
     raw_model = load_qa_model(source, require_qa_head=False).to(runtime.device)
+    _forget_null_threshold(raw_model, source, log)
     model = raw_model
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -157,6 +159,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         raw_model,
         _setup_optimization(config, runtime, raw_model, windows),
         log=log,
+        trains_unanswerable=not all(answers["text"] for answers in examples["answers"]),
     )
     if resume_from is not None:
         _restore(run, resume_from)
@@ -361,6 +364,15 @@ def _plan(run: Run, num_examples: int) -> str:
     )
 
 
+def _forget_null_threshold(model: torch.nn.Module, source: str, log: RunLog) -> None:
+    """A SQuAD v2 threshold belongs to the weights it was tuned for: a model fine-tuned further must not
+    inherit it (on v1.1 data it would make the new model abstain). Only this run's evaluation stores one."""
+    inherited = getattr(model.config, NULL_THRESHOLD_KEY, None)
+    if inherited is not None:
+        delattr(model.config, NULL_THRESHOLD_KEY)
+        log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")
+
+
 def _evaluate_after_training(run: Run) -> dict[str, Any] | None:
     """The same evaluator as evaluate.py, when there is a validation set and --no-eval was not given."""
     config = run.config
@@ -373,7 +385,10 @@ def _evaluate_after_training(run: Run) -> dict[str, Any] | None:
         config.dataset, "validation", config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
     settings = AnswerSettings(
-        window=config.window, batch_size=inference_batch_size(config.eval_batch_size, run.runtime)
+        window=config.window,
+        batch_size=inference_batch_size(config.eval_batch_size, run.runtime),
+        # Training on unanswerable questions makes a v2 model, whatever the validation data holds.
+        version_2=config.version_2_with_negative or run.trains_unanswerable,
     )
     metrics = evaluate_examples(
         run.raw_model,
@@ -384,17 +399,37 @@ def _evaluate_after_training(run: Run) -> dict[str, Any] | None:
         run.output_dir,
         progress=config.progress,
         tune_null_threshold=True,
+        keep_degenerate_threshold=config.version_2_with_negative,
     )
     if metrics is not None:
         run.log.say(f"validation: {summary_line(metrics)} ({metrics['num_examples']} examples)")
-        if metrics.get("null_threshold") is not None:
-            # SQuAD v2 data: the model goes out with the threshold its validation chose.
-            final_checkpoint = run.output_dir / f"checkpoint-{run.position.step}"
-            for directory in (run.output_dir, final_checkpoint):
-                if (directory / "config.json").is_file():
-                    store_null_threshold(directory, metrics["null_threshold"])
-            run.log.say(f"stored null threshold {metrics['null_threshold']:.4f} in {run.output_dir / 'config.json'}")
+        if "best_null_threshold" in metrics:
+            _store_tuned_threshold(run, metrics)
     return metrics
+
+
+def _store_tuned_threshold(run: Run, metrics: dict[str, Any]) -> None:
+    """SQuAD v2 scoring: the model goes out with the threshold its validation chose, or, where none
+    could be chosen, with none (it then always answers); either way the run says which and why."""
+    threshold = metrics["null_threshold"]
+    answerable, unanswerable = metrics.get("HasAns_total", 0), metrics.get("NoAns_total", 0)
+    counts = f"{answerable} answerable and {unanswerable} unanswerable validation questions"
+    if threshold is None:
+        kind = "answerable" if unanswerable == 0 else "unanswerable"
+        run.log.say(
+            f"no null threshold stored: the validation data holds only {kind} questions ({counts}), so the F1-best "
+            "threshold would answer every question or none; the model always answers. Validate on data with both "
+            "kinds, or pass --version-2-with-negative to store the F1-best threshold anyway"
+        )
+        return
+    final_checkpoint = run.output_dir / f"checkpoint-{run.position.step}"
+    for directory in (run.output_dir, final_checkpoint):
+        if (directory / "config.json").is_file():
+            store_null_threshold(directory, threshold)
+    run.log.say(
+        f"stored null threshold {threshold:.4f} in {run.output_dir / 'config.json'} (F1-best on {counts}: "
+        f"F1 {metrics['best_null_threshold_f1']:.2f})"
+    )
 
 
 # ---------------------------------------------------------------- small helpers

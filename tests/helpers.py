@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import string
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 WORDS = (

@@ -3,83 +3,19 @@
 import json
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from helpers import REPO_ROOT
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+from serving_helpers import CONTEXT, ask_concurrently, call, start_server
 
 from qa import predict_cmd
 
-CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 LONG_CONTEXT = "The people played music in the church of the city. " * 6 + CONTEXT
-LIMITS = ["--max-body-bytes", "20000", "--max-context-chars", "5000", "--max-queue", "8", "--batch-wait-ms", "200"]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(model_dir, *extra):
-    port = free_port()
-    command = [
-        sys.executable,
-        "predict.py",
-        "--serve",
-        "--ckpt",
-        str(model_dir),
-        "--port",
-        str(port),
-        "--max-length",
-        "64",
-        "--stride",
-        "16",
-        *LIMITS,
-        *extra,
-    ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as response:
-                if json.load(response)["status"] == "ready":
-                    return process, base
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("server did not start within 60 s")
-
-
-def call(base, path, body=None, method=None, raw=None, timeout=60):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.load(response), response.headers
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null"), error.headers
-
-
-def ask_concurrently(base, questions, results):
-    """Start one thread per question, each POSTing it about CONTEXT; (status, body, headers) land in results."""
-    threads = [
-        threading.Thread(target=lambda q=q: results.append(call(base, "/answer", {"question": q, "context": CONTEXT})))
-        for q in questions
-    ]
-    for thread in threads:
-        thread.start()
-    return threads
 
 
 @pytest.fixture(scope="module")
@@ -180,28 +116,10 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     assert call(server, "/answer", {"question": "Now?", "context": CONTEXT})[0] == 200  # and it recovers
 
 
-def test_sigterm_finishes_the_requests_in_flight_and_exits_0(arranged_model_dir):
-    process, base = start_server(arranged_model_dir, "--batch-wait-ms", "300")
-    results = []
-    threads = ask_concurrently(base, [f"Q{i}?" for i in range(4)], results)
-    time.sleep(0.1)  # all four are in the batch's 300 ms wait
-    process.send_signal(signal.SIGTERM)
-    for thread in threads:
-        thread.join(timeout=60)
-    assert process.wait(timeout=60) == 0
-    assert sorted(status for status, _, _ in results) == [200] * 4
-    assert all(body["answer"] == "Denver Broncos" for _, body, _ in results)
-
-
-def test_the_page_highlights_the_answer_in_a_real_browser(server):
+def open_browser():
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
         pytest.skip("Chromium and chromedriver are not installed (CI installs Debian's chromium, chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in (
@@ -215,14 +133,99 @@ def test_the_page_highlights_the_answer_in_a_real_browser(server):
         "--no-first-run",
     ):
         options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+
+
+def set_value(browser, element_id, text):
+    """Type into a field; through JavaScript, since chromedriver cannot type characters outside the BMP."""
+    browser.execute_script("arguments[0].value = arguments[1]", browser.find_element(By.ID, element_id), text)
+
+
+def test_the_page_highlights_the_answer_in_a_real_browser_also_after_emoji(server):
+    # Five emoji before the answer: the API's offsets count code points, JavaScript strings UTF-16 units.
+    emoji_context = "🎉🎉🎉🎉🎉 Party! In 2016 the Denver Broncos won."
+    browser = open_browser()
     try:
-        browser.get(server + "/")
-        browser.find_element(By.ID, "question").send_keys("Who won?")
-        browser.find_element(By.ID, "context").send_keys(CONTEXT)
-        browser.find_element(By.ID, "ask").click()
-        mark = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer"))[0]
-        assert mark.text == "Denver Broncos"
-        assert browser.find_element(By.ID, "context-view").text == CONTEXT
+        for context in (CONTEXT, emoji_context):
+            browser.get(server + "/")
+            browser.find_element(By.ID, "question").send_keys("Who won?")
+            set_value(browser, "context", context)
+            browser.find_element(By.ID, "ask").click()
+            mark = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer"))[0]
+            assert mark.text == "Denver Broncos"
+            assert browser.find_element(By.ID, "context-view").text == context
     finally:
         browser.quit()
+
+
+# ---------------------------------------------------------------- one request cannot hurt another
+
+
+def test_a_request_with_bad_text_gets_422_and_the_good_ones_queued_with_it_are_answered(server):
+    # json.dumps escapes the lone surrogate as \ud800: valid JSON whose text is not valid Unicode.
+    bad = json.dumps({"question": "Who \ud800 won?", "context": CONTEXT}).encode()
+    results = []
+    threads = ask_concurrently(server, [f"Who {i}?" for i in range(4)], results)
+    threads.append(threading.Thread(target=lambda: results.append(call(server, "/answer", raw=bad))))
+    threads[-1].start()
+    for thread in threads:
+        thread.join(timeout=60)
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200, 200, 200, 200, 422]
+    (refused,) = [body for status, body, _ in results if status == 422]
+    assert refused["field"] == "question" and "lone surrogate U+D800" in refused["error"]
+    assert all(body["answer"] == "Denver Broncos" for status, body, _ in results if status == 200)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "fragment", "field"),
+    [
+        (json.dumps([1, 2]).encode(), 422, "[0]: expected an object", "[0]"),
+        (b"[" * 5000 + b"]" * 5000, 400, "nested too deeply", None),
+        (
+            json.dumps({"question": "q", "context": "\u200b\u200d\x07 "}).encode(),
+            422,
+            "no visible character",
+            "context",
+        ),
+        (json.dumps({"question": "q", "context": CONTEXT, "contxt": "x"}).encode(), 422, "not a field", "contxt"),
+        (b"\xff\xfe{}", 400, "not UTF-8", None),
+    ],
+)
+def test_more_bad_requests_get_a_4xx_naming_the_field(server, raw, status, fragment, field):
+    got, body, headers = call(server, "/answer", raw=raw)
+    assert (got, body.get("field")) == (status, field) and fragment in body["error"], body
+    assert headers.get("X-Request-ID")
+
+
+def test_ids_come_back_and_a_byte_order_mark_is_accepted(server):
+    body = "\ufeff" + json.dumps(
+        [
+            {"question": "Who won?", "context": CONTEXT, "id": "q-1"},
+            {"question": "Who won?", "context": CONTEXT, "id": 7, "top_k": 2},
+            {"question": "Who won?", "context": CONTEXT},
+        ]
+    )
+    status, answers, _ = call(server, "/answer", raw=body.encode())
+    assert status == 200
+    assert answers[0]["id"] == "q-1" and answers[0]["answer"] == "Denver Broncos"
+    assert answers[1]["id"] == "7" and len(answers[1]["answers"]) == 2
+    assert "id" not in answers[2] and answers[2]["answer"] == "Denver Broncos"
+
+
+def test_head_and_options_get_405_with_an_allow_header(server):
+    for method in ("HEAD", "OPTIONS", "PUT"):
+        status, _, headers = call(server, "/answer", method=method)
+        assert status == 405 and headers.get("Allow") == "POST", (method, dict(headers))
+
+
+def test_the_openapi_schema_describes_the_real_request_and_responses(server):
+    status, schema, _ = call(server, "/openapi.json")
+    assert status == 200
+    operation = schema["paths"]["/answer"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["anyOf"][1]["maxItems"] == 8  # --max-queue
+    question = schema["components"]["schemas"]["Question"]
+    assert question["required"] == ["question", "context"] and question["additionalProperties"] is False
+    assert question["properties"]["context"]["maxLength"] == 5000  # --max-context-chars
+    assert {"200", "400", "408", "413", "422", "500", "503"} <= set(operation["responses"])

@@ -295,3 +295,98 @@ def test_hub_squad_v2_trains_on_train_and_tunes_on_validation(tiny_model_dir, tm
     assert requested == [("squad_v2", "train"), ("squad_v2", "validation")]
     assert summary["metrics"]["NoAns_total"] == 1 and (out / "na_prob.json").is_file()
     assert "qa_null_threshold" in json.loads((out / "config.json").read_text())
+
+
+# ---------------------------------------------------------------- hardening of the v2 path
+
+
+def only(kind):
+    """v2_articles() with only the answerable (kind=True) or only the unanswerable questions."""
+    articles = v2_articles()
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if bool(qa["answers"]) is kind]
+        article["paragraphs"] = [p for p in article["paragraphs"] if p["qas"]]
+    return [a for a in articles if a["paragraphs"]]
+
+
+def test_a_threshold_is_never_inherited_by_a_model_fine_tuned_further(tiny_model_dir, tmp_path, capsys):
+    v2_model = tmp_path / "v2-model"
+    shutil.copytree(tiny_model_dir, v2_model)
+    store_null_threshold(v2_model, -1e6)  # it would abstain on every question
+    v1 = write_squad_json(tmp_path / "v1.json")
+    for extra in (["--no-eval"], []):
+        out = tmp_path / f"out{len(extra)}"
+        argv = tiny_train_argv(v2_model, out, tmp_path / "cache", "--max-steps", "1", "--batch-size", "4", *extra)
+        summary = train_cmd.main([*argv, "--train-file", str(v1), "--validation-file", str(v1)])
+        assert "qa_null_threshold" not in json.loads((out / "config.json").read_text())
+        assert "carried the null threshold -1000000.0000; dropped" in capsys.readouterr().err
+        if not extra:
+            assert "exact_match" in summary["metrics"]  # v1.1 data: v1.1 scoring
+        predict_cmd.main(["--ckpt", str(out), "--question", "Who won?", "--context", CONTEXT, "--json"])
+        answer = json.loads(capsys.readouterr().out)
+        assert "no_answer" not in answer and answer["answer"]  # a model trained on v1.1 always answers
+
+
+@pytest.mark.parametrize(("kind", "named"), [(True, "only answerable"), (False, "only unanswerable")])
+def test_validation_with_one_kind_of_question_stores_no_threshold_unless_asked(
+    tiny_model_dir, tmp_path, capsys, kind, named
+):
+    train = write_squad_json(tmp_path / "v2.json", v2_articles())
+    validation = write_squad_json(tmp_path / "one-kind.json", only(kind))
+    common = ["--max-steps", "1", "--batch-size", "4", "--train-file", str(train), "--validation-file", str(validation)]
+    out = tmp_path / "out"
+    summary = train_cmd.main([*tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", *common)])
+    err = capsys.readouterr().err
+    assert f"no null threshold stored: the validation data holds {named} questions" in err, err
+    assert "qa_null_threshold" not in json.loads((out / "config.json").read_text())
+    assert summary["metrics"]["null_threshold"] is None and "best_null_threshold" in summary["metrics"]
+
+    asked = tmp_path / "asked"
+    argv = tiny_train_argv(tiny_model_dir, asked, tmp_path / "cache", *common, "--version-2-with-negative")
+    summary = train_cmd.main(argv)
+    stored = json.loads((asked / "config.json").read_text())["qa_null_threshold"]
+    assert stored == summary["metrics"]["best_null_threshold"] and "stored null threshold" in capsys.readouterr().err
+
+
+def test_unanswerable_questions_written_without_answers_are_accepted(tmp_path):
+    articles = v2_articles()
+    del articles[0]["paragraphs"][0]["qas"][2]["answers"]  # nested: is_impossible true, no answers key
+    nested = load_examples(file=write_squad_json(tmp_path / "nested.json", articles), for_training=True)
+    assert nested[nested["id"].index("p3")]["answers"] == {"text": [], "answer_start": []}
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text(
+        json.dumps({"id": "u", "question": "q?", "context": CONTEXT, "answers": []})
+        + "\n"
+        + json.dumps({"id": "v", "question": "q?", "context": CONTEXT, "is_impossible": True})
+    )
+    assert load_examples(file=flat, for_training=True)["answers"] == [{"text": [], "answer_start": []}] * 2
+
+
+def test_each_evaluation_leaves_its_own_complete_set_of_files(arranged_model_dir, tmp_path):
+    out = tmp_path / "e"
+    common = ["--ckpt", str(arranged_model_dir), "--output-dir", str(out), "--max-length", "64", "--stride", "16"]
+    evaluate_cmd.main([*common, "--validation-file", str(write_squad_json(tmp_path / "v2.json", v2_articles()))])
+    assert (out / "na_prob.json").is_file()
+    evaluate_cmd.main([*common, "--validation-file", str(write_squad_json(tmp_path / "v1.json")), "--save-nbest"])
+    assert sorted(path.name for path in out.iterdir()) == ["metrics.json", "nbest_predictions.json", "predictions.json"]
+    evaluate_cmd.main([*common, "--validation-file", str(tmp_path / "v1.json")])
+    assert not (out / "nbest_predictions.json").exists()
+
+
+def test_na_prob_is_above_one_half_exactly_for_unanswered_questions_with_or_without_a_threshold(
+    arranged_model_dir, tmp_path
+):
+    data = write_squad_json(tmp_path / "v2.json", v2_articles())
+    out = tmp_path / "e"
+    argv = ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--output-dir", str(out)]
+    for extra in ([], ["--null-threshold=-1e6"], ["--null-threshold=0"]):
+        metrics = evaluate_cmd.main([*argv, "--max-length", "64", "--stride", "16", "--no-progress", *extra])
+        predictions = json.loads((out / "predictions.json").read_text())
+        na_probs = json.loads((out / "na_prob.json").read_text())
+        assert all((na_probs[i] > 0.5) == (predictions[i] == "") for i in predictions), (extra, na_probs)
+        if not extra:  # a model without a threshold answers every question it finds a span for
+            assert metrics["null_threshold"] is None and all(predictions.values())
+            assert max(na_probs.values()) < 0.5
+        if extra == ["--null-threshold=-1e6"]:  # any null score beats any span: no answers at all
+            assert set(predictions.values()) == {""} and min(na_probs.values()) > 0.5

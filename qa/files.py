@@ -1,0 +1,56 @@
+"""The names of the files the commands write, the keys they store in a model's config.json,
+and plain JSON reading and writing of them. Imports no torch, so ``--help`` and flag
+parsing can read a checkpoint's training arguments cheaply."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from qa.errors import QAError
+
+# A training run's output directory
+TRAINING_ARGS_FILE = "training_args.json"
+STATE_FILE = "training_state.pt"
+LOG_FILE = "train_log.jsonl"
+LOCK_FILE = ".train.lock"
+CHECKPOINT_PREFIX = "checkpoint-"
+
+# One evaluation's result files (train.py's evaluations and evaluate.py write the same set)
+PREDICTIONS_FILE = "predictions.json"  # {id: answer}, the input of the official SQuAD scripts
+METRICS_FILE = "metrics.json"
+NA_PROB_FILE = "na_prob.json"  # SQuAD v2: the official script's --na-prob-file
+NBEST_FILE = "nbest_predictions.json"
+EVALUATION_FILES = (PREDICTIONS_FILE, METRICS_FILE, NA_PROB_FILE, NBEST_FILE)
+
+# Keys train.py adds to a model's config.json, so that `AutoConfig` users can read them too
+NULL_THRESHOLD_KEY = "qa_null_threshold"
+
+
+def read_training_args(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The training arguments train.py recorded beside a model, or {} for other models."""
+    if checkpoint is None:
+        return {}
+    path = Path(checkpoint) / TRAINING_ARGS_FILE
+    if not path.is_file():
+        return {}
+    return read_json_object(path, "the training arguments")
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as error:
+        raise QAError(f"{path}: cannot read {what} ({error})") from None
+    if not isinstance(value, dict):
+        raise QAError(f"{path}: expected a JSON object")
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically: a crash mid-write leaves the old file, never half a new one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.replace(path)

@@ -1,0 +1,79 @@
+"""One question to answer, read from the command line, a JSON Lines file or an HTTP body.
+
+predict.py and the server check a question the same way (the text rule of `qa.text`, the
+id, the number of answers asked for) and differ only in how they report a problem:
+predict.py names the file and line, the server answers 4xx naming the JSON field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from qa.text import label_problem, text_problem
+
+QUESTION_FIELDS = ("question", "context", "id", "top_k")
+
+
+@dataclass
+class Question:
+    question: str
+    context: str
+    id: str | None = None  # the asker's own id, echoed back with the answer
+    top_k: int = 1
+
+
+class QuestionProblem(Exception):
+    """What is wrong with a question: the field, the problem and the HTTP status that fits it."""
+
+    def __init__(self, field: str | None, problem: str, status: int = 422) -> None:
+        super().__init__(problem)
+        self.field, self.problem, self.status = field, problem, status
+
+    def describe(self, prefix: str = "") -> str:
+        if self.field is None:
+            return self.problem
+        return f"field '{prefix}{self.field}' {self.problem}"
+
+
+def check_text_field(name: str, value: Any, *, from_command_line: bool = False) -> str:
+    if value is None:
+        raise QuestionProblem(name, "is missing")
+    problem = text_problem(value, from_command_line=from_command_line)
+    if problem:
+        raise QuestionProblem(name, problem)
+    return value
+
+
+def question_from_json(
+    item: Any,
+    *,
+    max_top_k: int,
+    default_top_k: int = 1,
+    max_context_chars: int | None = None,
+    known_fields_only: bool = False,
+) -> Question:
+    """A `Question` from one JSON object, or `QuestionProblem` naming the first field at fault."""
+    if not isinstance(item, dict):
+        raise QuestionProblem(None, "expected an object with 'question' and 'context'")
+    question = check_text_field("question", item.get("question"))
+    context = check_text_field("context", item.get("context"))
+    if max_context_chars is not None and len(context) > max_context_chars:
+        raise QuestionProblem("context", f"is over {max_context_chars} characters", status=413)
+    given_id = item.get("id")
+    if given_id is not None:
+        if isinstance(given_id, bool) or not isinstance(given_id, str | int):
+            raise QuestionProblem("id", f"must be a string or an integer, got {given_id!r}")
+        given_id = str(given_id)
+        if label_problem(given_id):
+            raise QuestionProblem("id", label_problem(given_id))
+    top_k = item.get("top_k", default_top_k)
+    if isinstance(top_k, float) and top_k.is_integer():
+        top_k = int(top_k)  # JSON does not tell 2 from 2.0, and JSON Schema counts both as integers
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= max_top_k:
+        raise QuestionProblem("top_k", f"must be an integer from 1 to {max_top_k}")
+    if known_fields_only:
+        unknown = sorted(set(item) - set(QUESTION_FIELDS))
+        if unknown:
+            raise QuestionProblem(unknown[0], "is not a field of a question (question, context, id, top_k)")
+    return Question(question, context, given_id, top_k)

@@ -1,0 +1,179 @@
+"""predict.py --serve under abuse: stalled and vanishing clients, shutdown, a failing batch, a fuzzer."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from fuzz_server import FUZZ_CONFIG, FUZZ_FLAGS
+from serving_helpers import CONTEXT, ask_concurrently, call, drain, post_bytes, raw_http, start_server, wait_until
+
+from qa import predict_cmd
+
+
+@pytest.fixture(scope="module")
+def quick_server(arranged_model_dir):
+    """No batch wait: the fuzzer's requests are answered at once."""
+    process, base = start_server(arranged_model_dir, "--batch-wait-ms", "0")
+    yield process, base
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+@pytest.fixture
+def in_process_server():
+    """The real app and uvicorn in a thread of this process, over a fake answerer; yields (base, answerer)."""
+    from qa.config import PredictConfig
+    from qa.serving import bind_socket, build_app, make_server
+
+    config = PredictConfig(serve=True, batch_wait_ms=300, max_queue=16)
+    answerer = FailingAnswerer()
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(build_app(answerer, config), config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    wait_until(lambda: server.started)
+    yield base, answerer
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+class FailingAnswerer:
+    """Answers like a model, except that any batch holding the question "boom?" raises (a bug of ours)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def answer(self, questions):
+        self.calls.append([question.question for question in questions])
+        if any(question.question == "boom?" for question in questions):
+            raise ValueError("the model broke")
+        return [[{"answer": question.question.upper(), "score": 1.0, "start": 0, "end": 1}] for question in questions]
+
+    def health(self):
+        return {"status": "ready"}
+
+
+def test_a_client_that_stalls_in_its_headers_or_body_is_cut_off(quick_server):
+    process, base = quick_server
+    began = time.time()
+    # Half the headers, then nothing: the connection is closed, without a response to send.
+    assert raw_http(base, b"POST /answer HTTP/1.1\r\nHost: x\r\n") == b""
+    # Headers and part of the body: 408 with a JSON error, and the connection closed.
+    response = raw_http(base, b'POST /answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"question"')
+    assert response.startswith(b"HTTP/1.1 408") and b"not received within 2 s" in response
+    assert b"connection: close" in response.lower()
+    assert time.time() - began < 10
+    assert call(base, "/answer", {"question": "Who won?", "context": CONTEXT})[0] == 200
+    log = drain(process.stderr)
+    assert log.count("no complete request within 2 s") == 1 and "Traceback" not in log, log
+
+
+def test_abandoned_questions_are_dropped_before_inference_and_sigterm_drains_promptly(arranged_model_dir):
+    # Batches wait 1 s: time to see a queued question dropped when its client leaves.
+    process, base = start_server(arranged_model_dir, "--batch-wait-ms", "1000")
+    before = call(base, "/health")[1]
+    host, port = base.removeprefix("http://").split(":")
+    leaving = socket.create_connection((host, int(port)))
+    leaving.sendall(post_bytes(json.dumps({"question": "Who won?", "context": CONTEXT}).encode()))
+    wait_until(lambda: call(base, "/health")[1]["waiting"] == 1)
+    leaving.close()
+    wait_until(lambda: call(base, "/health")[1]["dropped"] == before["dropped"] + 1)
+    after = call(base, "/health")[1]
+    assert (after["forward_passes"], after["questions_answered"]) == (before["forward_passes"], 0)
+
+    # SIGTERM while four requests wait in a batch and a client stalls mid-body: the four are answered,
+    # the stalled one gets its 408 at the read time-out, and the server exits 0 without a traceback.
+    stalled = socket.create_connection((host, int(port)))
+    stalled.sendall(b"POST /answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    results = []
+    threads = ask_concurrently(base, [f"Q{i}?" for i in range(4)], results)
+    wait_until(lambda: call(base, "/health")[1]["waiting"] == 4)
+    began = time.time()
+    process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(timeout=60)
+    _, err = process.communicate(timeout=60)
+    stalled.close()
+    assert process.returncode == 0 and time.time() - began < 15
+    assert sorted(status for status, _, _ in results) == [200] * 4
+    assert all(body["answer"] == "Denver Broncos" for _, body, _ in results)
+    assert "Traceback" not in err and "graceful shutdown exceeded" not in err, err
+
+
+def test_serve_refuses_flags_it_would_ignore_and_the_other_mode_refuses_serving_flags(capsys):
+    for argv, fragment in (
+        (["--serve", "--question", "q", "--top-k", "2"], "--serve does not take --question, --top-k"),
+        (["--serve", "--input", "/nonexistent.jsonl"], "--serve does not take --input"),
+        (["--question", "q", "--context", "c", "--port", "9000"], "--port only apply with --serve"),
+    ):
+        with pytest.raises(SystemExit) as caught:
+            predict_cmd.main(argv)
+        err = capsys.readouterr().err
+        assert caught.value.code == 2 and fragment in err and err.count("\n") == 1, err
+
+
+def test_a_failing_batch_is_answered_again_per_request_and_only_the_culprit_gets_a_logged_500(
+    in_process_server, caplog
+):
+    base, answerer = in_process_server
+    questions = ["one?", "boom?", "two?"]
+    results = {}
+    threads = [
+        threading.Thread(
+            target=lambda q=q: results.__setitem__(q, call(base, "/answer", {"question": q, "context": CONTEXT}))
+        )
+        for q in questions
+    ]
+    with caplog.at_level("ERROR", logger="qa.serving"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert results["one?"][:2] == (200, {"answer": "ONE?", "score": 1.0, "start": 0, "end": 1})
+    assert results["two?"][:2] == (200, {"answer": "TWO?", "score": 1.0, "start": 0, "end": 1})
+    status, body, headers = results["boom?"]
+    assert status == 500 and body["request_id"] == headers["X-Request-ID"] and "ValueError" in body["error"]
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "qa.serving"]
+    assert body["request_id"] in line and "the model broke" in line
+    # One batch of the three (they arrive within the 300 ms batch wait), then each request on its own.
+    assert sorted(answerer.calls[0]) == sorted(questions)
+    assert sorted(map(tuple, answerer.calls[1:])) == [("boom?",), ("one?",), ("two?",)]
+
+
+def test_schemathesis_finds_no_5xx_no_hang_and_no_traceback(quick_server, tmp_path):
+    """A bounded run of the maintained OpenAPI fuzzer against the real server (bench/fuzz_server.py runs longer)."""
+    process, base = quick_server
+    (tmp_path / "schemathesis.toml").write_text(FUZZ_CONFIG)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(tmp_path / "schemathesis.toml"),
+            "run",
+            base + "/openapi.json",
+            *FUZZ_FLAGS,
+            "--max-examples",
+            "10",
+            "--seed",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"(\d+) generated, \1 passed", result.stdout), result.stdout[-1000:]
+    log = drain(process.stderr)
+    assert "Traceback" not in log and " ERROR " not in log, log
+    status, body, _ = call(base, "/answer", {"question": "Who won?", "context": CONTEXT})
+    assert status == 200 and body["answer"] == "Denver Broncos"
