@@ -29,16 +29,20 @@ import torch
 from qa.errors import QAError
 from qa.files import (
     CHECKPOINT_PREFIX,
+    CURVES_FILE,
     EVALUATION_FILES,
     LOCK_FILE,
     LOG_FILE,
+    MODEL_CARD_FILE,
+    MODEL_CARD_TAG,
     NULL_THRESHOLD_KEY,
     STATE_FILE,
+    TENSORBOARD_DIR,
     TRAINING_ARGS_FILE,
 )
 
 CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
-STATE_KEYS = ("optimizer", "scheduler", "scaler", "position", "rng")
+STATE_KEYS = ("optimizer", "scheduler", "scaler", "position", "rng")  # also, optional: "evaluations", "clock"
 # What a finished run leaves in its output directory besides the model files.
 RUN_FILES = (LOG_FILE, *EVALUATION_FILES)
 
@@ -73,9 +77,16 @@ def write_model_dir(directory: Path, model: Any, tokenizer: Any, training_args: 
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, model: Any, tokenizer: Any, training_args: dict[str, Any], state: dict[str, Any]
+    output_dir: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    training_args: dict[str, Any],
+    state: dict[str, Any],
+    results: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``checkpoint-STEP`` atomically and return its path."""
+    """Write ``checkpoint-STEP`` atomically and return its path; ``results`` ({file name: JSON value}),
+    the result files of the evaluation made at this step, go in with the rest."""
     final = output_dir / f"{CHECKPOINT_PREFIX}{step}"
     temporary = output_dir / f".{CHECKPOINT_PREFIX}{step}.tmp"
     with _cleaned_up_on_failure(temporary, f"checkpoint {final}", output_dir):
@@ -83,6 +94,8 @@ def save_checkpoint(
         temporary.mkdir(parents=True)
         write_model_dir(temporary, model, tokenizer, training_args)
         torch.save(state, temporary / STATE_FILE)
+        for name, value in (results or {}).items():
+            (temporary / name).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         _fsync_files(temporary)
         if final.exists():  # the same step saved twice (e.g. a signal right after a periodic save)
             retire(final)
@@ -92,19 +105,33 @@ def save_checkpoint(
 
 
 def save_final_model(output_dir: Path, model: Any, tokenizer: Any, training_args: dict[str, Any]) -> None:
-    """Put the final model and tokenizer into ``output_dir`` itself.
+    """Put the final model and tokenizer into ``output_dir`` itself (see `_install_final`)."""
+    _install_final(output_dir, lambda temporary: write_model_dir(temporary, model, tokenizer, training_args))
 
-    Files are written to a temporary directory first; then ``config.json``, the
-    file that makes a directory a model, is removed, the other files are moved
-    in, and the new ``config.json`` comes last. A kill in between leaves a
-    directory that loads as nothing (the checkpoints keep the weights), never
-    new arguments beside old weights.
+
+def promote_checkpoint(output_dir: Path, checkpoint: Path) -> None:
+    """Make a checkpoint's model the final model: its files, byte for byte, without the training state and
+    the evaluation files (the caller writes those)."""
+
+    def copy_model_files(temporary: Path) -> None:
+        for item in checkpoint.iterdir():
+            if item.is_file() and item.name not in (STATE_FILE, *EVALUATION_FILES):
+                shutil.copy2(item, temporary / item.name)
+
+    _install_final(output_dir, copy_model_files)
+
+
+def _install_final(output_dir: Path, fill: Any) -> None:
+    """Files are written to a temporary directory first (by ``fill``); then ``config.json``, the file that
+    makes a directory a model, is removed, the other files are moved in, and the new ``config.json``
+    comes last. A kill in between leaves a directory that loads as nothing (the checkpoints keep the
+    weights), never new arguments beside old weights.
     """
     temporary = output_dir / ".final.tmp"
     with _cleaned_up_on_failure(temporary, "the final model", output_dir):
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-        write_model_dir(temporary, model, tokenizer, training_args)
+        fill(temporary)
         _fsync_files(temporary)
         (output_dir / "config.json").unlink(missing_ok=True)
         for item in sorted(temporary.iterdir(), key=lambda path: path.name == "config.json"):
@@ -140,6 +167,14 @@ def _is_disk_full(error: BaseException) -> bool:
     return False
 
 
+def set_null_threshold(model_config: Any, threshold: float | None) -> None:
+    """The threshold a model's config.json will carry when it is saved (None: none)."""
+    if threshold is not None:
+        setattr(model_config, NULL_THRESHOLD_KEY, threshold)
+    elif hasattr(model_config, NULL_THRESHOLD_KEY):
+        delattr(model_config, NULL_THRESHOLD_KEY)
+
+
 def store_null_threshold(model_dir: Path, threshold: float) -> None:
     """Record the SQuAD v2 null threshold in the model's config.json, atomically."""
     path = model_dir / "config.json"
@@ -170,11 +205,13 @@ def retire(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def prune_checkpoints(output_dir: Path, keep: int | None) -> None:
+def prune_checkpoints(output_dir: Path, keep: int | None, protect: Path | None = None) -> None:
+    """Keep the newest ``keep`` checkpoints, and ``protect`` (the best one) whatever its age."""
     if keep is None:
         return
     for path in list_checkpoints(output_dir)[:-keep]:
-        retire(path)
+        if protect is None or path.name != protect.name:
+            retire(path)
 
 
 def remove_leftovers(output_dir: Path) -> None:
@@ -199,12 +236,17 @@ def clear_run(output_dir: Path, tokenizer_files: list[str]) -> None:
     """Delete what train.py writes into ``output_dir`` (nothing else: it may be a user's directory)."""
     if not output_dir.is_dir():
         return
-    names = {"config.json", "model.safetensors", TRAINING_ARGS_FILE, *RUN_FILES, *tokenizer_files}
+    names = {"config.json", "model.safetensors", TRAINING_ARGS_FILE, CURVES_FILE, *RUN_FILES, *tokenizer_files}
     for path in output_dir.iterdir():
         if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
             retire(path)
         elif path.name in names and path.is_file():
             path.unlink()
+        elif path.name == MODEL_CARD_FILE and MODEL_CARD_TAG in path.read_text(errors="replace"):
+            path.unlink()  # our model card; a README.md of the user's stays
+        elif path.name == TENSORBOARD_DIR and path.is_dir():
+            if all(".tfevents." in item.name for item in path.rglob("*") if item.is_file()):
+                shutil.rmtree(path)
     remove_leftovers(output_dir)
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import typing
 from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from qa.config import raise_problems
-from qa.files import read_training_args
+from qa.errors import QAError
+from qa.files import read_json_object, read_training_args
 from qa.settings import flag
 
 Config = TypeVar("Config")
@@ -82,8 +84,21 @@ def _add_flag(
     target: Any, name: str, annotation: Any, default: Any, metadata: dict, as_trained: bool, only_given: bool
 ) -> None:
     help_text = metadata.get("help", "")
+    # run_qa.py / run_qa_no_trainer.py spellings of the same flag, listed beside ours in --help.
+    aliases = list(metadata.get("run_qa", ()))
     # argparse.SUPPRESS as the default: the parsed namespace holds only the flags given.
     given_default = {"default": argparse.SUPPRESS} if only_given else {}
+    for switch, value in metadata.get("run_qa_switches", {}).items():
+        target.add_argument(
+            switch,
+            dest=name,
+            action="store_const",
+            const=value,
+            default=argparse.SUPPRESS,
+            help=f"run_qa.py's spelling of {flag(name)} {value}"
+            if not isinstance(value, bool)
+            else "run_qa.py's switch, on by default here",
+        )
     if annotation is bool:
         if default:
             target.add_argument(
@@ -94,7 +109,7 @@ def _add_flag(
                 **given_default,
             )
         else:
-            target.add_argument(flag(name), dest=name, action="store_true", help=help_text, **given_default)
+            target.add_argument(flag(name), *aliases, dest=name, action="store_true", help=help_text, **given_default)
         return
     options: dict[str, Any] = {"dest": name, "type": _plain_type(annotation), "help": help_text, "default": default}
     options.update(given_default)
@@ -105,7 +120,26 @@ def _add_flag(
         # evaluate.py / predict.py: the checkpoint's training value unless the flag is given.
         options["default"] = None
         options["help"] = f"{help_text} (default: as trained, else {default})"
-    target.add_argument(flag(name), **options)
+    target.add_argument(flag(name), *aliases, **options)
+
+
+def run_qa_aliases(config_class: type) -> list[tuple[str, str]]:
+    """(run_qa.py spelling, our flag) for every field of ``config_class`` and its nested settings."""
+    hints = typing.get_type_hints(config_class)
+    table = []
+    for item in fields(config_class):
+        if is_dataclass(hints[item.name]):
+            table += run_qa_aliases(hints[item.name])
+            continue
+        table += [(alias, flag(item.name)) for alias in item.metadata.get("run_qa", ())]
+        for switch, value in item.metadata.get("run_qa_switches", {}).items():
+            if isinstance(value, bool):
+                table.append((switch, f"(on by default; --no-{item.name.replace('_', '-')} turns it off)"))
+            else:
+                table.append((switch, f"{flag(item.name)} {value}"))
+    for switch, meaning in getattr(config_class, "RUN_QA_NO_OPS", {}).items():
+        table.append((switch, f"(accepted: {meaning})"))
+    return table
 
 
 def build_config(config_class: type[Config], values: dict[str, Any], **nested: Any) -> Config:
@@ -131,8 +165,15 @@ def given_flags(config_class: type, argv: list[str] | None) -> set[str]:
 
 
 def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], argv: list[str] | None) -> Config:
-    """Parse ``argv`` into ``config_class`` and report every bad value in one error."""
+    """Parse ``argv`` into ``config_class`` and report every bad value in one error.
+
+    With ``--config FILE`` (train.py), settings come from the file unless a flag on the command line gives them.
+    """
     values = vars(parser.parse_args(argv))
+    given = given_flags(config_class, argv)
+    config_file = values.pop("config", None)
+    if config_file is not None:
+        values.update(settings_from_file(config_class, Path(config_file), given))
     hints = typing.get_type_hints(config_class)
     nested = {
         item.name: settings_as_trained(hints[item.name], values)
@@ -142,7 +183,7 @@ def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], ar
     config = build_config(config_class, values, **nested)
     problems = config.problems()
     if hasattr(config, "flag_problems"):
-        problems += config.flag_problems(given_flags(config_class, argv))
+        problems += config.flag_problems(given)
     raise_problems(problems)
     return config
 
@@ -158,7 +199,88 @@ def settings_as_trained(settings_class: type[Config], values: dict[str, Any]) ->
     return settings_class(**arguments)
 
 
-def command_parser(prog: str, description: str, config_class: type) -> ArgumentParser:
+def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[str, Any]:
+    """The values a JSON settings file gives (``training_args.json`` of a run works as is), flattened as
+    argparse gives them, without those the command line gives. Unknown keys and values of the wrong type
+    are refused together in one error; fields marked ``replayed=False`` (--resume, --overwrite-output-dir:
+    how one invocation treats its output directory) are not taken from a file."""
+    where = f"--config {path}"
+    if not path.is_file():
+        raise QAError(f"{where}: no such file")
+    document = read_json_object(path, "the settings")
+    hints = typing.get_type_hints(config_class)
+    nested = {item.name: hints[item.name] for item in fields(config_class) if is_dataclass(hints[item.name])}
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    unknown: list[str] = []
+
+    def take(owner: type, key: str, value: Any, shown: str) -> None:
+        item = next((item for item in fields(owner) if item.name == key), None)
+        if item is None:
+            unknown.append(shown)
+        elif item.metadata.get("replayed", True) and key not in given:
+            problem = _type_problem(typing.get_type_hints(owner)[key], value)
+            if problem:
+                problems.append(f"'{shown}' {problem}")
+            else:
+                values[key] = (
+                    float(value)
+                    if _plain_type(typing.get_type_hints(owner)[key]) is float and value is not None
+                    else value
+                )
+
+    for key, value in document.items():
+        if key in nested:
+            if not isinstance(value, dict):
+                problems.append(f"'{key}' must be an object")
+                continue
+            for inner_key, inner_value in value.items():
+                take(nested[key], inner_key, inner_value, f"{key}.{inner_key}")
+        elif any(key in {item.name for item in fields(owner)} for owner in nested.values()):
+            # training_args.json of older runs kept the window settings at the top level
+            owner = next(owner for owner in nested.values() if key in {item.name for item in fields(owner)})
+            take(owner, key, value, key)
+        else:
+            take(config_class, key, value, key)
+    if unknown:
+        problems.insert(0, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)}")
+    if problems:
+        raise QAError(f"{where}: {'; '.join(problems)}")
+    return values
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    if value is None:
+        return None if type(None) in typing.get_args(annotation) else "must not be null"
+    plain = _plain_type(annotation)
+    is_list = any(typing.get_origin(option) is list for option in (annotation, *typing.get_args(annotation)))
+    if is_list:
+        ok = isinstance(value, list) and all(isinstance(entry, plain) for entry in value)
+        return None if ok else f"must be a list of {plain.__name__}"
+    if plain is bool:
+        ok = isinstance(value, bool)
+    elif plain is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif plain is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, plain)
+    return None if ok else f"must be {'a number' if plain in (int, float) else plain.__name__}, got {value!r}"
+
+
+def command_parser(prog: str, description: str, config_class: type, settings_file: bool = False) -> ArgumentParser:
+    """The parser of one command; ``settings_file`` adds ``--config FILE`` (flags given override the file)."""
     parser = ArgumentParser(prog=prog, description=description)
+    if settings_file:
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            help="start from the settings in this JSON file (an earlier run's training_args.json works as is); "
+            "flags given here override it",
+        )
     add_flags(parser, config_class)
+    for switch, meaning in getattr(config_class, "RUN_QA_NO_OPS", {}).items():
+        parser.add_argument(
+            switch, action="store_true", dest="_no_op", default=argparse.SUPPRESS, help=f"accepted: {meaning}"
+        )
     return parser

@@ -7,12 +7,17 @@ one `QAError` reports them together, before any work starts.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from qa.errors import QAError
 from qa.settings import PRECISIONS, DecodeSettings, Problems, WindowSettings, flag, setting
+
+EVAL_STRATEGIES = ("no", "steps", "epoch")
+METRICS_FOR_BEST_MODEL = ("f1", "exact_match")
+REPORT_TO = ("none", "tensorboard")
 
 DEFAULT_OUTPUT_DIR = "finetuned-squad"
 BATCH_DEFAULT = "(default: 8 on CPU, 64 on GPU)"
@@ -39,53 +44,161 @@ def _file_problems(problems: Problems, owner: Any, *names: str) -> None:
 class TrainConfig:
     """Everything `python train.py` can be told; defaults reproduce the reference recipe."""
 
+    # run_qa.py switches that train.py implies: accepted so that an existing command line runs
+    RUN_QA_NO_OPS = {"--do_train": "train.py always trains"}  # not a field: no annotation
+
     # model and data
-    model: str = setting("distilbert-base-cased", "hub id or local model directory", group="model and data")
-    dataset: str = setting("squad", "hub dataset, used when no --train-file is given (train and validation splits)")
-    train_file: list[str] | None = setting(
-        None, "local SQuAD JSON / JSON lines / CSV / Parquet training file(s); several train on their union", nargs="+"
+    model: str = setting(
+        "distilbert-base-cased",
+        "hub id or local model directory",
+        group="model and data",
+        run_qa=("--model_name_or_path",),
     )
-    validation_file: str | None = setting(None, "local validation file (evaluated after training)")
-    max_train_samples: int | None = setting(None, "train on the first N examples")
-    max_eval_samples: int | None = setting(None, "evaluate on the first N examples")
+    dataset: str = setting(
+        "squad",
+        "hub dataset, used when no --train-file is given (train and validation splits)",
+        run_qa=("--dataset_name",),
+    )
+    train_file: list[str] | None = setting(
+        None,
+        "local SQuAD JSON / JSON lines / CSV / Parquet training file(s); several train on their union",
+        nargs="+",
+        run_qa=("--train_file",),
+    )
+    validation_file: str | None = setting(
+        None, "local validation file (evaluated during and after training)", run_qa=("--validation_file",)
+    )
+    max_train_samples: int | None = setting(None, "train on the first N examples", run_qa=("--max_train_samples",))
+    max_eval_samples: int | None = setting(None, "evaluate on the first N examples", run_qa=("--max_eval_samples",))
     version_2_with_negative: bool = setting(
         False,
         "SQuAD v2.0: score by the v2.0 rules and store the F1-best null threshold even when the validation data "
         "holds no unanswerable question (data that holds one is always scored so)",
+        run_qa=("--version_2_with_negative",),
     )
     window: WindowSettings = setting(WindowSettings)
     cache_dir: str | None = setting(None, "tokenised-window cache (default: $QA_CACHE_DIR or ~/.cache/qa-squad)")
     # optimisation
-    epochs: float = setting(3.0, "passes over the training windows", group="optimisation")
-    max_steps: int | None = setting(None, "optimizer steps to run; overrides --epochs")
-    lr: float = setting(2e-5, "peak learning rate (AdamW)")
-    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and LayerNorm weights)")
-    warmup_ratio: float = setting(0.0, "fraction of steps with linear warmup; then linear decay to 0")
-    batch_size: int = setting(16, "training windows per device per micro-batch (global = this x devices x accum)")
-    grad_accum: int = setting(1, "micro-batches per optimizer step")
-    max_grad_norm: float = setting(1.0, "clip gradients to this norm; 0: off")
+    epochs: float = setting(
+        3.0, "passes over the training windows", group="optimisation", run_qa=("--num_train_epochs",)
+    )
+    max_steps: int | None = setting(
+        None, "optimizer steps to run; overrides --epochs", run_qa=("--max_train_steps", "--max_steps")
+    )
+    lr: float = setting(2e-5, "peak learning rate (AdamW)", run_qa=("--learning_rate",))
+    weight_decay: float = setting(
+        0.01, "AdamW weight decay (not on biases and LayerNorm weights)", run_qa=("--weight_decay",)
+    )
+    warmup_ratio: float = setting(
+        0.0, "fraction of steps with linear warmup; then linear decay to 0", run_qa=("--warmup_ratio",)
+    )
+    batch_size: int = setting(
+        16,
+        "training windows per device per micro-batch (global = this x devices x accum)",
+        run_qa=("--per_device_train_batch_size",),
+    )
+    grad_accum: int = setting(1, "micro-batches per optimizer step", run_qa=("--gradient_accumulation_steps",))
+    max_grad_norm: float = setting(1.0, "clip gradients to this norm; 0: off", run_qa=("--max_grad_norm",))
     seed: int = setting(42, "seeds shuffling and dropout")
     group_by_length: bool = setting(True, "batches of windows of similar length (less padding)")
     # hardware
-    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS, group="hardware")
-    num_workers: int = setting(0, "DataLoader worker processes")
+    precision: str = setting(
+        "auto",
+        PRECISION_HELP,
+        choices=PRECISIONS,
+        group="hardware",
+        run_qa_switches={"--fp16": "fp16", "--bf16": "bf16"},
+    )
+    num_workers: int = setting(0, "DataLoader worker processes", run_qa=("--dataloader_num_workers",))
     # output, checkpoints and evaluation
     output_dir: str = setting(
-        DEFAULT_OUTPUT_DIR, "final model, checkpoints, logs, metrics", group="output, checkpoints and evaluation"
+        DEFAULT_OUTPUT_DIR,
+        "final model, checkpoints, logs, metrics",
+        group="output, checkpoints and evaluation",
+        run_qa=("--output_dir",),
     )
-    overwrite_output_dir: bool = setting(False, "start clean in an output directory that holds an earlier run")
-    save_steps: int | None = setting(None, "also checkpoint every N optimizer steps")
+    overwrite_output_dir: bool = setting(
+        False,
+        "start clean in an output directory that holds an earlier run",
+        run_qa=("--overwrite_output_dir",),
+        replayed=False,
+    )
+    save_steps: int | None = setting(None, "also checkpoint every N optimizer steps", run_qa=("--save_steps",))
     epoch_checkpoints: bool = setting(True, "checkpoint at the end of every epoch")
-    save_total_limit: int | None = setting(None, "keep only the newest N checkpoints")
+    save_total_limit: int | None = setting(
+        None, "keep only the newest N checkpoints (never the best one)", run_qa=("--save_total_limit",)
+    )
     resume: str | None = setting(
-        None, "continue from the latest checkpoint in --output-dir, or from the one given", nargs="?", const="latest"
+        None,
+        "continue from the latest checkpoint in --output-dir, or from the one given",
+        nargs="?",
+        const="latest",
+        run_qa=("--resume_from_checkpoint",),
+        replayed=False,
     )
-    log_steps: int = setting(10, "write train_log.jsonl (mean loss of the interval) every N steps")
+    log_steps: int = setting(
+        10, "write train_log.jsonl (mean loss of the interval) every N steps", run_qa=("--logging_steps",)
+    )
+    # evaluation during training
+    eval: bool = setting(
+        True,
+        "evaluate on the validation data (during training as --eval-strategy says, and the final model)",
+        group="evaluation during training and the best model",
+        run_qa_switches={"--do_eval": True},
+    )
+    eval_strategy: str | None = setting(
+        None,
+        "when to evaluate during training: no, steps (every --eval-steps) or epoch; each evaluation writes "
+        "checkpoint-STEP with its result files (default: epoch when there is validation data, else no)",
+        choices=EVAL_STRATEGIES,
+        run_qa=("--eval_strategy", "--evaluation_strategy"),
+    )
+    eval_steps: int | None = setting(None, "evaluate every N optimizer steps", run_qa=("--eval_steps",))
     eval_batch_size: int | None = setting(
-        None, f"windows per forward pass in the evaluation after training {BATCH_DEFAULT}"
+        None,
+        f"windows per forward pass in the evaluations {BATCH_DEFAULT}",
+        run_qa=("--per_device_eval_batch_size",),
     )
-    eval: bool = setting(True, "evaluate on the validation set after training")
+    metric_for_best_model: str = setting(
+        "f1",
+        "what 'best' means (SQuAD v2 data: the score at the null threshold that evaluation tuned)",
+        choices=METRICS_FOR_BEST_MODEL,
+        run_qa=("--metric_for_best_model",),
+    )
+    load_best_model_at_end: bool = setting(
+        True,
+        "the final model is the best evaluation's weights, with its null threshold (when evaluating during training)",
+        run_qa_switches={"--load_best_model_at_end": True},
+    )
+    early_stopping_patience: int | None = setting(
+        None,
+        "stop after N evaluations in a row that do not beat the best by more than --early-stopping-threshold",
+        run_qa=("--early_stopping_patience",),
+    )
+    early_stopping_threshold: float = setting(
+        0.0, "how much an evaluation must beat the best by to count", run_qa=("--early_stopping_threshold",)
+    )
+    report_to: str = setting(
+        "none",
+        "tensorboard: event files under OUTPUT_DIR/runs (loss, learning rate, gradient norm, windows/s, "
+        "every evaluation); needs pip install tensorboard",
+        choices=REPORT_TO,
+        run_qa=("--report_to",),
+        run_qa_switches={"--with_tracking": "tensorboard"},
+    )
     progress: bool = setting(True, "progress bars")
+
+    @property
+    def has_validation_data(self) -> bool:
+        """A --validation-file, or the hub dataset's validation split (used when no --train-file is given)."""
+        return self.validation_file is not None or self.train_file is None
+
+    @property
+    def evaluation_schedule(self) -> str:
+        """--eval-strategy resolved: its default follows the validation data and --no-eval."""
+        if not self.eval or not self.has_validation_data:
+            return "no"
+        return self.eval_strategy or "epoch"
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems())
@@ -110,6 +223,26 @@ class TrainConfig:
         problems.need(
             not (self.resume and self.overwrite_output_dir), "--resume and --overwrite-output-dir contradict each other"
         )
+        problems.need(
+            self.report_to != "tensorboard" or importlib.util.find_spec("tensorboard") is not None,
+            "--report-to tensorboard needs the tensorboard package: pip install tensorboard",
+        )
+        problems.positive(self, "eval_steps", "early_stopping_patience", optional=True)
+        problems.finite(self, "early_stopping_threshold")
+        problems.need(self.early_stopping_threshold >= 0, "--early-stopping-threshold must be >= 0")
+        schedule = self.evaluation_schedule
+        if self.eval_strategy in ("steps", "epoch") and schedule == "no":
+            reason = "--no-eval" if not self.eval else "no validation data (give --validation-file)"
+            problems.append(f"--eval-strategy {self.eval_strategy} needs validation data to evaluate on: {reason}")
+        problems.need(schedule != "steps" or self.eval_steps is not None, "--eval-strategy steps needs --eval-steps N")
+        problems.need(
+            self.eval_steps is None or self.eval_strategy in (None, "steps"),
+            f"--eval-steps applies to --eval-strategy steps, not {self.eval_strategy}",
+        )
+        problems.need(
+            self.early_stopping_patience is None or schedule != "no",
+            "--early-stopping-patience needs evaluations during training (--eval-strategy steps or epoch)",
+        )
         output = Path(self.output_dir)
         problems.need(not output.exists() or output.is_dir(), f"--output-dir {output} is a file, not a directory")
         _file_problems(problems, self, "train_file", "validation_file")
@@ -124,22 +257,35 @@ class EvaluateConfig:
     """Everything `python evaluate.py` can be told."""
 
     ckpt: str = setting(
-        DEFAULT_OUTPUT_DIR, "checkpoint directory (train.py output) or hub id", group="model", checkpoint=True
+        DEFAULT_OUTPUT_DIR,
+        "checkpoint directory (train.py output) or hub id",
+        group="model",
+        checkpoint=True,
+        run_qa=("--model_name_or_path",),
     )
-    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
-    dataset: str = setting("squad", "hub dataset name", group="data")
+    precision: str = setting(
+        "auto", PRECISION_HELP, choices=PRECISIONS, run_qa_switches={"--fp16": "fp16", "--bf16": "bf16"}
+    )
+    dataset: str = setting("squad", "hub dataset name", group="data", run_qa=("--dataset_name",))
     split: str = setting("validation", "hub dataset split")
-    validation_file: str | None = setting(None, "local SQuAD JSON / JSON lines / CSV / Parquet file instead of the hub")
-    max_eval_samples: int | None = setting(None, "evaluate the first N examples only")
+    validation_file: str | None = setting(
+        None, "local SQuAD JSON / JSON lines / CSV / Parquet file instead of the hub", run_qa=("--validation_file",)
+    )
+    max_eval_samples: int | None = setting(None, "evaluate the first N examples only", run_qa=("--max_eval_samples",))
     version_2_with_negative: bool = setting(
         False,
         "SQuAD v2.0: score by the v2.0 rules even when the data holds no unanswerable question "
         "(data that holds one is always scored so)",
+        run_qa=("--version_2_with_negative",),
     )
     window: WindowSettings = setting(WindowSettings, group="windows and decoding", as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
-    batch_size: int | None = setting(None, f"windows per forward pass (per device) {BATCH_DEFAULT}")
-    output_dir: str | None = setting(None, "where to write the result files (default: the checkpoint)", group="output")
+    batch_size: int | None = setting(
+        None, f"windows per forward pass (per device) {BATCH_DEFAULT}", run_qa=("--per_device_eval_batch_size",)
+    )
+    output_dir: str | None = setting(
+        None, "where to write the result files (default: the checkpoint)", group="output", run_qa=("--output_dir",)
+    )
     save_nbest: bool = setting(False, "also write nbest_predictions.json")
     progress: bool = setting(True, "progress bars")
 
@@ -172,12 +318,17 @@ class PredictConfig:
         "checkpoint directory (train.py output) or hub id",
         group="model and decoding",
         checkpoint=True,
+        run_qa=("--model_name_or_path",),
     )
     top_k: int = setting(1, "how many answers to return (at most --n-best)", mode=ONE_SHOT)
     window: WindowSettings = setting(WindowSettings, as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
-    batch_size: int | None = setting(None, f"windows per forward pass (per device) {BATCH_DEFAULT}")
-    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
+    batch_size: int | None = setting(
+        None, f"windows per forward pass (per device) {BATCH_DEFAULT}", run_qa=("--per_device_eval_batch_size",)
+    )
+    precision: str = setting(
+        "auto", PRECISION_HELP, choices=PRECISIONS, run_qa_switches={"--fp16": "fp16", "--bf16": "bf16"}
+    )
     json: bool = setting(
         False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)", mode=ONE_SHOT
     )

@@ -11,16 +11,12 @@ logit, and keep the best-scoring pair over all windows of the example.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from qa.settings import DecodeSettings
+from qa.windows import NOT_CONTEXT, EvalWindows, pad_ragged
 
-if TYPE_CHECKING:
-    from qa.windows import EvalWindows
-
-NOT_CONTEXT = -1  # offset value marking a token outside the context (or padding)
 DECODE_CHUNK_WINDOWS = 4096  # bounds the padded [windows, length] arrays the decoder builds
 
 
@@ -61,16 +57,6 @@ def decide_no_answer(prediction: Prediction, null_threshold: float | None) -> bo
     if null_threshold is None or prediction.null_score is None:
         return False
     return prediction.score is None or prediction.null_score - prediction.score > null_threshold
-
-
-def pad_ragged(flat: np.ndarray, lengths: np.ndarray, fill: float | int) -> np.ndarray:
-    """Lay rows of different lengths (concatenated in ``flat``) into one padded array."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    width = int(lengths.max()) if len(lengths) else 0
-    padded = np.full((len(lengths), width, *flat.shape[1:]), fill, dtype=flat.dtype)
-    mask = np.arange(width)[None, :] < lengths[:, None]
-    padded[mask] = flat
-    return padded
 
 
 def decode_spans(

@@ -1,7 +1,8 @@
 """The one evaluator: windows -> batched inference -> span decoding -> SQuAD metric.
 
-evaluate.py, train.py's evaluation after training and predict.py all call
-`answer_examples`; `evaluate_examples` adds the metric and the output files.
+evaluate.py, train.py's evaluations, predict.py and the server all call
+`answer_examples`; `score_examples` adds the metric and the result files,
+`evaluate_examples` writes them.
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ def answer_examples(
     return predictions
 
 
+@dataclass
+class Evaluation:
+    """One evaluation: its metrics and the result files that record it ({file name: JSON value})."""
+
+    metrics: dict[str, Any]
+    files: dict[str, Any]
+
+
 def evaluate_examples(
     model: Any,
     tokenizer: Any,
@@ -97,20 +106,38 @@ def evaluate_examples(
     *,
     save_nbest: bool = False,
     progress: bool = False,
+) -> dict[str, Any] | None:
+    """`score_examples`, then its result files written into ``output_dir`` on rank 0; returns the metrics
+    (None on other ranks). A result file of an earlier evaluation that this one does not write is removed,
+    so the directory always holds one evaluation's set."""
+    evaluation = score_examples(model, tokenizer, examples, settings, runtime, save_nbest=save_nbest, progress=progress)
+    if evaluation is None:
+        return None
+    if output_dir is not None:
+        write_result_files(output_dir, evaluation.files)
+    return evaluation.metrics
+
+
+def score_examples(
+    model: Any,
+    tokenizer: Any,
+    examples: Any,
+    settings: AnswerSettings,
+    runtime: Runtime,
+    *,
+    save_nbest: bool = False,
+    progress: bool = False,
     tune_null_threshold: bool = False,
     keep_degenerate_threshold: bool = False,
-) -> dict[str, Any] | None:
-    """Answer every example, score against its gold answers and write the result files on rank 0.
+) -> Evaluation | None:
+    """Answer every example and score it against its gold answers (None on ranks other than 0).
 
-    Writes ``predictions.json`` ({id: answer text, "" for no answer}: the official
-    SQuAD scripts' input), ``metrics.json`` and, with ``save_nbest``,
-    ``nbest_predictions.json``; a result file of an earlier evaluation that this one
-    does not write is removed, so the directory always holds one evaluation's set.
+    The files: ``predictions.json`` ({id: answer text, "" for no answer}: the official SQuAD
+    scripts' input), ``metrics.json`` and, with ``save_nbest``, ``nbest_predictions.json``.
     SQuAD v2.0 scoring (``settings.version_2``, or data with unanswerable questions) adds
     ``na_prob.json`` and the F1-best null threshold; with ``tune_null_threshold`` that
     threshold is used for the predictions where it can be tuned (see `tuned_threshold`;
     ``keep_degenerate_threshold``: also where it cannot).
-    Returns the metrics (None on ranks other than 0).
     """
     timings = Timings()
     predictions = answer_examples(
@@ -141,17 +168,15 @@ def evaluate_examples(
         },
         "settings": asdict(settings),
     }
-    if output_dir is not None:
-        results = {PREDICTIONS_FILE: answers, METRICS_FILE: metrics}
-        if na_probs is not None:
-            results[NA_PROB_FILE] = na_probs
-        if save_nbest:
-            results[NBEST_FILE] = {
-                example_id: [asdict(candidate) for candidate in prediction.nbest]
-                for example_id, prediction in zip(example_ids, predictions)
-            }
-        write_result_files(output_dir, results)
-    return metrics
+    files = {PREDICTIONS_FILE: answers, METRICS_FILE: metrics}
+    if na_probs is not None:
+        files[NA_PROB_FILE] = na_probs
+    if save_nbest:
+        files[NBEST_FILE] = {
+            example_id: [asdict(candidate) for candidate in prediction.nbest]
+            for example_id, prediction in zip(example_ids, predictions)
+        }
+    return Evaluation(metrics, files)
 
 
 def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:

@@ -17,6 +17,10 @@ STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
 LOCK_FILE = ".train.lock"
 CHECKPOINT_PREFIX = "checkpoint-"
+MODEL_CARD_FILE = "README.md"  # the Hugging Face model card
+MODEL_CARD_TAG = "generated_by_squad_qa"  # in our cards' tags: tells our card from a README.md of the user's
+CURVES_FILE = "training_curves.png"
+TENSORBOARD_DIR = "runs"
 
 # One evaluation's result files (train.py's evaluations and evaluate.py write the same set)
 PREDICTIONS_FILE = "predictions.json"  # {id: answer}, the input of the official SQuAD scripts

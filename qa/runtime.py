@@ -40,9 +40,9 @@ class Runtime:
 
 
 def inference_batch_size(configured: int | None, runtime: Runtime) -> int:
-    """Windows per inference forward pass: as given, else 64 on a GPU and 8 on a CPU. On 2 CPU cores
-    8 was faster than 64 (evaluate.py, 1,000 dev questions: 39-44 s of inference against 44-52 s,
-    the same answers) and served 23 questions/s at 32 clients against 16 with 32 (bench/serve_load.py)."""
+    """Windows per inference forward pass: as given, else 64 on a GPU and 8 on a CPU, where one window
+    already keeps the cores busy and small batches pad less and serve a queue sooner (measured in
+    bench/README.md: evaluate.py and bench/serve_load.py)."""
     if configured is not None:
         return configured
     return 64 if runtime.device.type == "cuda" else 8
@@ -51,11 +51,9 @@ def inference_batch_size(configured: int | None, runtime: Runtime) -> int:
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto``: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on every CPU.
 
-    On CPU, bf16 and fp16 autocast run when asked for. ``auto`` stays fp32 there because
-    no CPU measured so far passes the rule for a default (at least 99% of answers identical
-    to fp32 and F1 within 0.3): on a Zen 4 CPU with native AVX512-BF16, bf16 inference was
-    1.64x faster but changed 8 of 1,000 dev answers and moved F1 by 0.31; on an AVX2-only
-    CPU it changed 12 of 1,000 and its emulated kernels were 4.5-7x slower (README, bench/speed.py).
+    On CPU, bf16 and fp16 autocast run when asked for. ``auto`` stays fp32 there because a
+    default must keep the answers of fp32 (the rule: at least 99% identical, F1 within 0.3), and
+    bf16 on the CPUs measured so far did not, or was slower (bench/README.md, bench/speed.py).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
@@ -85,8 +83,8 @@ def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime
     runtime = Runtime(chosen, resolve_precision(precision, chosen), rank, world_size)
     if runtime.device.type == "cpu" and runtime.precision == "bf16" and not native_cpu_bf16() and runtime.is_main:
         print(
-            "warning: this CPU has no native bf16 (AVX512-BF16 or AMX); bf16 autocast is emulated and was measured "
-            "4.5-7x slower than fp32 on such a CPU (13x for training): use --precision fp32",
+            "warning: this CPU has no native bf16 (AVX512-BF16 or AMX); bf16 autocast is emulated here and much "
+            "slower than fp32 (bench/README.md): use --precision fp32",
             file=sys.stderr,
         )
     return runtime

@@ -33,8 +33,10 @@ def flag(name: str) -> str:
 class WindowSettings:
     """How a question and a long context become model windows."""
 
-    max_length: int = setting(384, "tokens per window: question, context and special tokens")
-    stride: int = setting(128, "tokens shared by consecutive windows of a long context")
+    max_length: int = setting(
+        384, "tokens per window: question, context and special tokens", run_qa=("--max_seq_length",)
+    )
+    stride: int = setting(128, "tokens shared by consecutive windows of a long context", run_qa=("--doc_stride",))
     max_question_length: int = setting(64, "longer questions are cut to this many tokens")
 
     def problems(self) -> list[str]:
@@ -72,12 +74,14 @@ class DecodeSettings:
     n_best: int = setting(
         20,
         "start and end positions searched per window; the n-best list holds the best this many spans",
+        run_qa=("--n_best_size",),
     )
-    max_answer_length: int = setting(30, "longest answer, in tokens")
+    max_answer_length: int = setting(30, "longest answer, in tokens", run_qa=("--max_answer_length",))
     null_threshold: float | None = setting(
         None,
         "SQuAD v2: no answer when null score - best span score exceeds this "
         "(default: the threshold stored with the model; a model without one always answers)",
+        run_qa=("--null_score_diff_threshold",),
     )
 
     def problems(self) -> list[str]:

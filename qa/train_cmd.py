@@ -10,7 +10,9 @@ from qa.errors import exit_on_qa_error
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = command_parser("train.py", "Fine-tune a model for SQuAD-style question answering.", TrainConfig)
+    parser = command_parser(
+        "train.py", "Fine-tune a model for SQuAD-style question answering.", TrainConfig, settings_file=True
+    )
     return parse_config(parser, TrainConfig, argv)
 
 

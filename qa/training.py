@@ -1,17 +1,18 @@
 """The training recipe: setup helpers, then one loop that fits on a screen.
 
 `train` wires the pieces together: output directory -> tokenizer -> windows ->
-model -> optimizer -> (resume) -> loop -> final model -> evaluation. The loop
-never waits for the device: losses stay on it and are read back once per
-logging interval, which is also where a non-finite loss is caught.
+model -> optimizer -> (resume) -> loop (with its evaluations) -> final model ->
+model card. The loop never waits for the device: losses and gradient norms stay
+on it and are read back once per logging interval, which is also where a
+non-finite loss is caught. Evaluations during training (``--eval-strategy``)
+each write ``checkpoint-STEP`` holding their result files; the best one is never
+pruned and, with ``--load-best-model-at-end``, becomes the final model.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,9 @@ from qa.batching import WindowCollator, epoch_batches, rank_slice
 from qa.checkpoint import (
     clear_run,
     holds_a_run,
-    list_checkpoints,
     load_training_state,
     output_dir_lock,
+    promote_checkpoint,
     prune_checkpoints,
     remove_leftovers,
     resolve_resume,
@@ -33,12 +34,15 @@ from qa.checkpoint import (
     rng_states,
     save_checkpoint,
     save_final_model,
+    set_null_threshold,
     store_null_threshold,
 )
 from qa.config import TrainConfig, raise_problems
 from qa.errors import QAError
-from qa.files import LOG_FILE, NULL_THRESHOLD_KEY
+from qa.files import CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, NULL_THRESHOLD_KEY, read_json_object
+from qa.reporting import RunLog, StepMeter, read_log
 from qa.runtime import Runtime, barrier, inference_batch_size, main_process_first, setup_runtime, shutdown
+from qa.selection import BestModel, metric_value
 from qa.windows import TrainWindows, build_train_windows, default_cache_dir
 
 # ---------------------------------------------------------------- components
@@ -62,6 +66,18 @@ def linear_schedule(total_steps: int, warmup_steps: int) -> Any:
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return multiplier
+
+
+def count_steps(
+    num_windows: int, global_batch: int, grad_accum: int, epochs: float, max_steps: int | None, drop_last: bool
+) -> int:
+    """Optimizer steps of a run: ``max_steps`` when given, else ``epochs`` passes of ceil(batches / grad_accum)
+    steps each (an epoch's last step takes the micro-batches that are left). Under torchrun a last batch
+    too small to split across the ranks is dropped."""
+    batches = num_windows // global_batch if drop_last else math.ceil(num_windows / global_batch)
+    if batches == 0:
+        raise QAError(f"{num_windows} training windows do not fill one batch of {global_batch}")
+    return max_steps or math.ceil(epochs * math.ceil(batches / grad_accum))
 
 
 def span_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -113,6 +129,10 @@ class Run:
     position: RunPosition = field(default_factory=RunPosition)
     log: RunLog | None = None
     trains_unanswerable: bool = False  # the training data holds SQuAD v2.0 unanswerable questions
+    validation: Any = None  # the validation examples, loaded once, when the run evaluates
+    best: BestModel = field(default_factory=BestModel)
+    stopped_early: bool = False
+    train_seconds: float = 0.0  # training time of earlier invocations of a resumed run
 
 
 # ---------------------------------------------------------------- the recipe
@@ -140,7 +160,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
     tokenizer = load_tokenizer(source)
     if runtime.is_main:
         _prepare_output_dir(config, output_dir, tokenizer)
-    log = RunLog(output_dir, runtime)
+    log = RunLog(output_dir, runtime, config.report_to)
     torch.manual_seed(config.seed)
     examples, windows = _setup_data(config, runtime, tokenizer)
     raw_model = load_qa_model(source, require_qa_head=False).to(runtime.device)
@@ -160,71 +180,104 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         _setup_optimization(config, runtime, raw_model, windows),
         log=log,
         trains_unanswerable=not all(answers["text"] for answers in examples["answers"]),
+        validation=_load_validation(config) if config.eval and config.has_validation_data else None,
+        best=BestModel(config.metric_for_best_model, config.early_stopping_patience, config.early_stopping_threshold),
     )
     if resume_from is not None:
         _restore(run, resume_from)
     log.say(_plan(run, len(examples)))
 
-    log.began = time.perf_counter()
-    _loop(run)
-    seconds = time.perf_counter() - log.began
-    windows_per_s = log.windows_seen / seconds
+    log.start(resumed_at=run.position.step if resume_from is not None else None)
+    try:
+        _loop(run)
+    finally:
+        log.close()
+    seconds = log.training_seconds
+    windows_per_s = log.windows_seen / max(seconds, 1e-9)
     summary: dict[str, Any] = {
         "steps": run.position.step,
         "seconds": round(seconds, 2),
         "windows_per_s": round(windows_per_s, 2),
         "output_dir": str(output_dir),
     }
-    if runtime.is_main:
-        save_final_model(output_dir, raw_model, tokenizer, config.to_dict())
-    barrier(runtime)
     log.say(
-        f"trained {run.position.step} steps in {seconds:.1f}s ({windows_per_s:.2f} windows/s); model in {output_dir}"
+        f"trained {run.position.step} steps in {seconds:.1f}s of training ({windows_per_s:.2f} windows/s)"
+        + (" and stopped early" if run.stopped_early else "")
     )
-    summary["metrics"] = _evaluate_after_training(run)
+    summary["metrics"] = _finish(run, run.train_seconds + seconds)
     return summary
 
 
 def _loop(run: Run) -> None:
-    """Optimizer steps until the last one: logging, checkpoints and signals at step boundaries."""
+    """Optimizer steps until the last one (or an early stop): logging, evaluations, checkpoints and
+    signals at step boundaries."""
     config, position, opt = run.config, run.position, run.opt
-    losses = LossMeter(config.log_steps, run.runtime)
+    meter = StepMeter(config.log_steps, run.runtime)
     bar = _progress_bar(config, run.runtime, opt.total_steps, position.step)
     run.model.train()
     with _StopOnSignal() as stopper:
-        while position.step < opt.total_steps:
+        while position.step < opt.total_steps and not run.stopped_early:
             batches, micro_batches = _epoch_loader(run)
-            saved_at = None
-            while position.batch_in_epoch < len(batches) and position.step < opt.total_steps:
+            epoch_ended = False
+            while not epoch_ended and position.step < opt.total_steps and not run.stopped_early:
                 count = min(config.grad_accum, len(batches) - position.batch_in_epoch)
                 learning_rate = opt.scheduler.get_last_lr()[0]
-                losses.add(_optimizer_step(run, micro_batches, count))
+                meter.add(*_optimizer_step(run, micro_batches, count))
                 position.step += 1
                 position.batch_in_epoch += count
                 run.log.windows_seen += count * config.batch_size * run.runtime.world_size
+                epoch_ended = position.batch_in_epoch >= len(batches)
+                if epoch_ended:
+                    position.epoch += 1
+                    position.batch_in_epoch = 0
                 bar.update(1)
                 if position.step % config.log_steps == 0 or position.step == opt.total_steps:
-                    run.log.record_interval(losses.read(position.step, run.output_dir), position, learning_rate, bar)
-                if config.save_steps and position.step % config.save_steps == 0:
-                    losses.check(position.step, run.output_dir)  # never checkpoint a non-finite model
-                    write_checkpoint(run)
-                    saved_at = position.step
-                if stopper.asked(run.runtime, position.step, config.log_steps):
-                    losses.check(position.step, run.output_dir)
-                    path = write_checkpoint(run)
-                    bar.close()
-                    run.log.say(
-                        f"stopped by {stopper.requested or 'a signal on another rank'} at step {position.step}: "
-                        f"checkpoint {path}; continue with --resume"
-                    )
-                    raise SystemExit(130)
-            if position.batch_in_epoch >= len(batches):
-                position.epoch += 1
-                position.batch_in_epoch = 0
-                if config.epoch_checkpoints and saved_at != position.step:
-                    losses.check(position.step, run.output_dir)
-                    write_checkpoint(run)
+                    means = meter.read(position.step, run.output_dir)
+                    run.log.record_interval(means, position.step, _epochs_done(run, len(batches)), learning_rate, bar)
+                _after_step(run, meter, stopper, bar, epoch_ended, len(batches))
     bar.close()
+
+
+def _after_step(run: Run, meter: StepMeter, stopper: _StopOnSignal, bar: Any, epoch_ended: bool, batches: int) -> None:
+    """What a step boundary may bring: an evaluation, a checkpoint, an early stop, a signal."""
+    config, step = run.config, run.position.step
+    last = step == run.opt.total_steps
+    schedule = config.evaluation_schedule
+    evaluation = None
+    if (schedule == "steps" and (step % config.eval_steps == 0 or last)) or (
+        schedule == "epoch" and (epoch_ended or last)
+    ):
+        evaluation = _evaluate_during_training(run, bar, batches)
+    periodic = config.save_steps is not None and step % config.save_steps == 0
+    saved = False
+    if evaluation is not None or periodic or (epoch_ended and config.epoch_checkpoints):
+        meter.check(step, run.output_dir)  # never checkpoint a non-finite model
+        write_checkpoint(run, evaluation)
+        saved = True
+    if evaluation is not None and run.best.should_stop:
+        run.stopped_early = True
+        run.log.say(
+            f"early stopping at step {step}: {run.best.without_improvement} evaluations without a "
+            f"{config.metric_for_best_model} above {run.best.best_value:.2f} + {config.early_stopping_threshold} "
+            f"(best: step {run.best.best_step})"
+        )
+    if stopper.asked(run.runtime, step, config.log_steps):
+        if not saved:
+            meter.check(step, run.output_dir)
+            path = write_checkpoint(run)
+        else:
+            path = run.output_dir / f"{CHECKPOINT_PREFIX}{step}"
+        bar.close()
+        run.log.say(
+            f"stopped by {stopper.requested or 'a signal on another rank'} at step {step}: "
+            f"checkpoint {path}; continue with --resume"
+        )
+        raise SystemExit(130)
+
+
+def _epochs_done(run: Run, batches_per_epoch: int) -> float:
+    position = run.position
+    return position.epoch + position.batch_in_epoch / max(batches_per_epoch, 1)
 
 
 def _epoch_loader(run: Run) -> tuple[list[Any], Any]:
@@ -247,8 +300,9 @@ def _epoch_loader(run: Run) -> tuple[list[Any], Any]:
     return batches, iter(loader)
 
 
-def _optimizer_step(run: Run, micro_batches: Any, count: int) -> torch.Tensor:
-    """Accumulate ``count`` micro-batches, clip, step; returns the step's loss on the device (no sync)."""
+def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accumulate ``count`` micro-batches, clip, step; returns the step's loss and its gradient norm
+    before clipping, both on the device (no sync)."""
     runtime, opt = run.runtime, run.opt
     loss_sum = torch.zeros((), device=runtime.device)
     for micro in range(count):
@@ -260,18 +314,23 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> torch.Tensor:
             loss = span_loss(run.model, batch) / count
         opt.scaler.scale(loss).backward()
         loss_sum += loss.detach()
-    if run.config.max_grad_norm > 0:
-        opt.scaler.unscale_(opt.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.config.max_grad_norm)
+    opt.scaler.unscale_(opt.optimizer)  # a no-op unless fp16 scales the loss
+    # The norm before clipping, for the log; an infinite limit clips nothing (a multiplication by 1).
+    limit = run.config.max_grad_norm if run.config.max_grad_norm > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), limit)
     opt.scaler.step(opt.optimizer)
     opt.scaler.update()
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scheduler.step()
-    return loss_sum
+    return loss_sum, grad_norm.detach()
 
 
-def write_checkpoint(run: Run) -> Path | None:
-    """Save ``checkpoint-STEP`` from rank 0 (every rank's RNG state in it) and prune old ones."""
+def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
+    """Save ``checkpoint-STEP`` from rank 0 (every rank's RNG state in it) and prune old ones, never the best.
+
+    A checkpoint written for an evaluation holds its result files, and its config.json that evaluation's
+    null threshold (a threshold belongs to the weights it was tuned on: other checkpoints carry none).
+    """
     all_rng = _gather_rng(run.runtime)  # every rank takes part; rank 0 writes
     path = None
     if run.runtime.is_main:
@@ -281,13 +340,67 @@ def write_checkpoint(run: Run) -> Path | None:
             "scaler": run.opt.scaler.state_dict(),
             "position": vars(run.position).copy(),
             "rng": all_rng,
+            "evaluations": run.best.state_dict(),
+            "clock": {"train_seconds": run.train_seconds + run.log.training_seconds},
         }
+        set_null_threshold(run.raw_model.config, evaluation.metrics.get("null_threshold") if evaluation else None)
         path = save_checkpoint(
-            run.output_dir, run.position.step, run.raw_model, run.tokenizer, run.config.to_dict(), state
+            run.output_dir,
+            run.position.step,
+            run.raw_model,
+            run.tokenizer,
+            run.config.to_dict(),
+            state,
+            results=evaluation.files if evaluation else None,
         )
-        prune_checkpoints(run.output_dir, run.config.save_total_limit)
+        set_null_threshold(run.raw_model.config, None)
+        best = run.output_dir / f"{CHECKPOINT_PREFIX}{run.best.best_step}" if run.best.best_step else None
+        prune_checkpoints(run.output_dir, run.config.save_total_limit, protect=best)
     barrier(run.runtime)
     return path
+
+
+def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Any:
+    """Evaluate the current weights on every rank (sharded), score on rank 0, and let every rank know
+    the record, so that all agree on the best step and on an early stop."""
+    from qa.evaluation import score_examples
+
+    began = time.perf_counter()
+    evaluation = score_examples(
+        run.raw_model,
+        run.tokenizer,
+        run.validation,
+        _eval_settings(run),
+        run.runtime,
+        tune_null_threshold=True,
+        keep_degenerate_threshold=run.config.version_2_with_negative,
+    )
+    run.model.train()
+    seconds = time.perf_counter() - began
+    run.log.paused_seconds += seconds  # evaluation time is not training time
+    step, epoch = run.position.step, _epochs_done(run, batches_per_epoch)
+    record = None
+    if evaluation is not None:
+        evaluation.metrics.update(step=step, epoch=round(epoch, 4))
+        run.best.record(step, epoch, evaluation.metrics)
+        run.log.record_evaluation(step, epoch, run.best.history[-1], seconds, bar)
+        record = run.best.state_dict()
+    if run.runtime.distributed:
+        shared = [record]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        run.best.load_state_dict(shared[0])
+    return evaluation
+
+
+def _eval_settings(run: Run) -> Any:
+    from qa.evaluation import AnswerSettings
+
+    return AnswerSettings(
+        window=run.config.window,
+        batch_size=inference_batch_size(run.config.eval_batch_size, run.runtime),
+        # Training on unanswerable questions makes a v2 model, whatever the validation data holds.
+        version_2=run.config.version_2_with_negative or run.trains_unanswerable,
+    )
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -327,15 +440,18 @@ def _setup_optimization(
 ) -> Optimization:
     """AdamW, the linear schedule over all steps, and a GradScaler for fp16 only.
 
-    AdamW runs its fused kernel on CUDA and on CPU too: on 2 AVX2 cores a MiniLM step took
-    25 ms fused against 119 ms for the default foreach kernel (bench/optimizer_step.py)."""
+    AdamW runs its fused kernel on CUDA and on CPU too: on CPU it is several times faster than the
+    default foreach kernel (bench/optimizer_step.py, figures in bench/README.md)."""
     fused = runtime.device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, fused=fused)
-    global_batch = config.batch_size * runtime.world_size
-    batches_per_epoch = len(epoch_batches(windows.lengths, global_batch, config.seed, 0, False, runtime.distributed))
-    if batches_per_epoch == 0:
-        raise QAError(f"{len(windows)} training windows do not fill one batch of {global_batch}")
-    total_steps = config.max_steps or math.ceil(config.epochs * math.ceil(batches_per_epoch / config.grad_accum))
+    total_steps = count_steps(
+        len(windows),
+        config.batch_size * runtime.world_size,
+        config.grad_accum,
+        config.epochs,
+        config.max_steps,
+        drop_last=runtime.distributed,
+    )
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup_steps))
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.precision == "fp16")
@@ -350,6 +466,9 @@ def _restore(run: Run, checkpoint: Path) -> None:
         run.opt.scaler.load_state_dict(state["scaler"])
         run.position = RunPosition(**state["position"])
         restore_rng_states(state["rng"][min(run.runtime.rank, len(state["rng"]) - 1)])
+        if "evaluations" in state:  # checkpoints of older versions have no evaluation history
+            run.best.load_state_dict(state["evaluations"])
+        run.train_seconds = state.get("clock", {}).get("train_seconds", 0.0)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise QAError(f"{checkpoint}: the training state does not fit this run ({error})") from None
     run.log.say(f"resumed from {checkpoint} at step {run.position.step} (epoch {run.position.epoch})")
@@ -373,44 +492,115 @@ def _forget_null_threshold(model: torch.nn.Module, source: str, log: RunLog) -> 
         log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")
 
 
-def _evaluate_after_training(run: Run) -> dict[str, Any] | None:
-    """The same evaluator as evaluate.py, when there is a validation set and --no-eval was not given."""
-    config = run.config
-    if not config.eval or (config.train_file is not None and config.validation_file is None):
-        return None
+def _load_validation(config: TrainConfig) -> Any:
     from qa.data import load_examples
-    from qa.evaluation import AnswerSettings, evaluate_examples, summary_line
 
-    examples = load_examples(
+    return load_examples(
         config.dataset, "validation", config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
-    settings = AnswerSettings(
-        window=config.window,
-        batch_size=inference_batch_size(config.eval_batch_size, run.runtime),
-        # Training on unanswerable questions makes a v2 model, whatever the validation data holds.
-        version_2=config.version_2_with_negative or run.trains_unanswerable,
-    )
-    metrics = evaluate_examples(
-        run.raw_model,
-        run.tokenizer,
-        examples,
-        settings,
-        run.runtime,
-        run.output_dir,
-        progress=config.progress,
-        tune_null_threshold=True,
-        keep_degenerate_threshold=config.version_2_with_negative,
-    )
-    if metrics is not None:
-        run.log.say(f"validation: {summary_line(metrics)} ({metrics['num_examples']} examples)")
-        if "best_null_threshold" in metrics:
-            _store_tuned_threshold(run, metrics)
+
+
+def _finish(run: Run, train_seconds: float) -> dict[str, Any] | None:
+    """The final model, its evaluation and the run's records: ``config.json`` last-but-one, the model card last.
+
+    Evaluating during training: the final model is the best evaluation's weights (or the last step's
+    with --no-load-best-model-at-end), and its result files come from that evaluation's checkpoint.
+    Otherwise the final weights are evaluated now, as evaluate.py would (with --no-eval: not at all).
+    """
+    config, output_dir = run.config, run.output_dir
+    chosen = run.best.best_step if config.load_best_model_at_end else run.best.last_step
+    metrics = None
+    if chosen is not None:
+        metrics = _final_from_checkpoint(run, output_dir / f"{CHECKPOINT_PREFIX}{chosen}")
+    elif run.runtime.is_main:
+        save_final_model(output_dir, run.raw_model, run.tokenizer, config.to_dict())
+    barrier(run.runtime)
+    if chosen is None and run.validation is not None:
+        metrics = _evaluate_final_model(run)
+    if run.runtime.is_main:
+        from qa.model_card import plot_curves, write_model_card
+
+        with_curves = plot_curves(output_dir, read_log(output_dir))
+        if not with_curves:
+            run.log.say("note: matplotlib is not installed, so no training_curves.png (pip install matplotlib)")
+        write_model_card(
+            output_dir,
+            config.to_dict(),
+            metrics,
+            run.best.history,
+            chosen if config.load_best_model_at_end else None,
+            train_seconds,
+            run.position.step,
+            with_curves,
+        )
+    barrier(run.runtime)
     return metrics
 
 
-def _store_tuned_threshold(run: Run, metrics: dict[str, Any]) -> None:
-    """SQuAD v2 scoring: the model goes out with the threshold its validation chose, or, where none
-    could be chosen, with none (it then always answers); either way the run says which and why."""
+def _final_from_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any] | None:
+    """The final model = the weights and evaluation of ``checkpoint`` (an evaluation checkpoint of this run)."""
+    metrics = None
+    if run.runtime.is_main:
+        metrics = read_json_object(checkpoint / METRICS_FILE, "the evaluation of the selected checkpoint")
+        best = run.best
+        metrics["best_model"] = {
+            "step": best.best_step,
+            "metric": best.metric,
+            "value": best.best_value,
+            "evaluations": len(best.history),
+            "selected": "best" if run.config.load_best_model_at_end else "last",
+        }
+        promote_checkpoint(run.output_dir, checkpoint)  # its config.json carries its own null threshold
+        results = {
+            name: read_json_object(checkpoint / name, "an evaluation result") if name != METRICS_FILE else metrics
+            for name in EVALUATION_FILES
+            if (checkpoint / name).is_file()
+        }
+        from qa.evaluation import write_result_files
+
+        write_result_files(run.output_dir, results)
+        which = "best" if run.config.load_best_model_at_end else "last"
+        value = metric_value(metrics, best.metric)
+        run.log.say(
+            f"final model: the {which} evaluation's weights, {checkpoint.name} ({best.metric} {value:.2f}; "
+            f"{len(best.history)} evaluations); model in {run.output_dir}"
+        )
+        _say_threshold(run, metrics)
+    return metrics
+
+
+def _evaluate_final_model(run: Run) -> dict[str, Any] | None:
+    """The evaluation after training of a run that did not evaluate during it."""
+    from qa.evaluation import score_examples, summary_line, write_result_files
+
+    evaluation = score_examples(
+        run.raw_model,
+        run.tokenizer,
+        run.validation,
+        _eval_settings(run),
+        run.runtime,
+        progress=run.config.progress,
+        tune_null_threshold=True,
+        keep_degenerate_threshold=run.config.version_2_with_negative,
+    )
+    if evaluation is None:
+        return None
+    metrics = evaluation.metrics
+    write_result_files(run.output_dir, evaluation.files)
+    run.log.say(f"validation: {summary_line(metrics)} ({metrics['num_examples']} examples); model in {run.output_dir}")
+    if metrics.get("null_threshold") is not None:
+        final_checkpoint = run.output_dir / f"{CHECKPOINT_PREFIX}{run.position.step}"
+        for directory in (run.output_dir, final_checkpoint):
+            if (directory / "config.json").is_file():
+                store_null_threshold(directory, metrics["null_threshold"])
+    _say_threshold(run, metrics)
+    return metrics
+
+
+def _say_threshold(run: Run, metrics: dict[str, Any]) -> None:
+    """SQuAD v2 scoring: say which threshold the model goes out with, or why none."""
+    if "best_null_threshold" not in metrics:
+        return
     threshold = metrics["null_threshold"]
     answerable, unanswerable = metrics.get("HasAns_total", 0), metrics.get("NoAns_total", 0)
     counts = f"{answerable} answerable and {unanswerable} unanswerable validation questions"
@@ -422,10 +612,6 @@ def _store_tuned_threshold(run: Run, metrics: dict[str, Any]) -> None:
             "kinds, or pass --version-2-with-negative to store the F1-best threshold anyway"
         )
         return
-    final_checkpoint = run.output_dir / f"checkpoint-{run.position.step}"
-    for directory in (run.output_dir, final_checkpoint):
-        if (directory / "config.json").is_file():
-            store_null_threshold(directory, threshold)
     run.log.say(
         f"stored null threshold {threshold:.4f} in {run.output_dir / 'config.json'} (F1-best on {counts}: "
         f"F1 {metrics['best_null_threshold_f1']:.2f})"
@@ -433,48 +619,6 @@ def _store_tuned_threshold(run: Run, metrics: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-class LossMeter:
-    """Step losses kept on the device; read back (one sync) once per logging interval.
-
-    Reading returns the interval's mean across steps and ranks and stops the run,
-    naming the step, at the first non-finite loss.
-    """
-
-    def __init__(self, log_steps: int, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.buffer = torch.zeros(log_steps, device=runtime.device)
-        self.count = 0
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.buffer[self.count] = loss
-        self.count += 1
-
-    def read(self, step: int, output_dir: Path) -> float | None:
-        """The mean loss since the last read (None if no step since), after `check`."""
-        host = self.check(step, output_dir)
-        self.count = 0
-        return sum(host) / len(host) if host else None
-
-    def check(self, step: int, output_dir: Path) -> list[float]:
-        """The interval's losses on the host; a non-finite one stops the run with its step."""
-        if self.count == 0:
-            return []
-        values = self.buffer[: self.count].clone()
-        if self.runtime.distributed:
-            torch.distributed.all_reduce(values)
-            values /= self.runtime.world_size
-        host = values.tolist()
-        first_step = step - self.count + 1
-        for offset, value in enumerate(host):
-            if not math.isfinite(value):
-                kept = list_checkpoints(output_dir)
-                raise QAError(
-                    f"loss became {value} at step {first_step + offset}; stopped without saving. Last good "
-                    f"checkpoint: {kept[-1] if kept else 'none'}; try a lower --lr or --precision fp32"
-                )
-        return host
 
 
 def _gather_rng(runtime: Runtime) -> list[dict[str, Any]]:
@@ -516,37 +660,6 @@ class _StopOnSignal:
         flag = torch.tensor([int(self.requested is not None)], device=runtime.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
-
-
-class RunLog:
-    """Messages on stderr and a JSON-lines log in the output directory, from rank 0 only."""
-
-    def __init__(self, output_dir: Path, runtime: Runtime) -> None:
-        self.enabled = runtime.is_main
-        self.path = output_dir / LOG_FILE
-        self.began = time.perf_counter()
-        self.windows_seen = 0
-
-    def say(self, message: str) -> None:
-        if self.enabled:
-            print(message, file=sys.stderr, flush=True)
-
-    def record_interval(self, mean_loss: float | None, position: RunPosition, learning_rate: float, bar: Any) -> None:
-        if not self.enabled or mean_loss is None:
-            return
-        elapsed = time.perf_counter() - self.began
-        windows_per_s = self.windows_seen / elapsed
-        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{learning_rate:.2e}", win_s=f"{windows_per_s:.1f}")
-        fields = {
-            "step": position.step,
-            "epoch": position.epoch,
-            "loss": mean_loss,  # mean over the steps since the previous record
-            "lr": learning_rate,
-            "windows_per_s": round(windows_per_s, 2),
-            "elapsed_s": round(elapsed, 2),
-        }
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(fields) + "\n")
 
 
 def _progress_bar(config: TrainConfig, runtime: Runtime, total: int, done: int) -> Any:

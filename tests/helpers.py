@@ -167,5 +167,10 @@ def tiny_train_argv(model: Path, out: Path, cache_dir: Path, *extra: str, train_
 
 
 def train_log(out: Path) -> list[dict]:
-    """The records of a run's train_log.jsonl."""
+    """The records of a run's train_log.jsonl: logging intervals and evaluations."""
     return [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+
+
+def losses_of(out: Path) -> list[float]:
+    """The mean loss of every logging interval of a run."""
+    return [row["loss"] for row in train_log(out) if "loss" in row]

@@ -1,6 +1,9 @@
 """The three command lines: flags made from the config dataclasses, one validation rule for all."""
 
+import contextlib
 import dataclasses
+import io
+import json
 import subprocess
 import sys
 import typing
@@ -9,7 +12,8 @@ import pytest
 from helpers import REPO_ROOT
 
 from qa import evaluate_cmd, predict_cmd, train_cmd
-from qa.config import TrainConfig
+from qa.cli import run_qa_aliases
+from qa.config import EvaluateConfig, PredictConfig, TrainConfig
 from qa.errors import QAError
 
 
@@ -100,3 +104,102 @@ def test_help_imports_no_torch(script):
 def test_top_k_is_limited_by_the_search_width():
     with pytest.raises(QAError, match="--top-k"):
         predict_cmd.config_from_args(["--top-k", "5", "--n-best", "3"])
+
+
+# ---------------------------------------------------------------- run_qa.py's flag names and --config
+
+RUN_QA_COMMAND = [
+    # The README example of transformers' examples/pytorch/question-answering/run_qa.py, plus more of its flags
+    *("--model_name_or_path", "some/model", "--dataset_name", "squad_v2", "--do_train", "--do_eval"),
+    *("--per_device_train_batch_size", "12", "--learning_rate", "3e-5", "--num_train_epochs", "2"),
+    *("--max_seq_length", "256", "--doc_stride", "64", "--output_dir", "OUT", "--version_2_with_negative"),
+    *("--gradient_accumulation_steps", "2", "--warmup_ratio", "0.1", "--weight_decay", "0.0", "--seed", "7"),
+    *("--save_steps", "100", "--save_total_limit", "2", "--max_train_steps", "50", "--max_grad_norm", "0.5"),
+    *("--per_device_eval_batch_size", "32", "--max_train_samples", "100", "--max_eval_samples", "50"),
+    *("--logging_steps", "5", "--fp16", "--overwrite_output_dir", "--dataloader_num_workers", "1"),
+]
+OUR_COMMAND = [
+    *("--model", "some/model", "--dataset", "squad_v2"),
+    *("--batch-size", "12", "--lr", "3e-5", "--epochs", "2"),
+    *("--max-length", "256", "--stride", "64", "--output-dir", "OUT", "--version-2-with-negative"),
+    *("--grad-accum", "2", "--warmup-ratio", "0.1", "--weight-decay", "0.0", "--seed", "7"),
+    *("--save-steps", "100", "--save-total-limit", "2", "--max-steps", "50", "--max-grad-norm", "0.5"),
+    *("--eval-batch-size", "32", "--max-train-samples", "100", "--max-eval-samples", "50"),
+    *("--log-steps", "5", "--precision", "fp16", "--overwrite-output-dir", "--num-workers", "1"),
+]
+
+
+def test_a_run_qa_command_line_parses_to_the_same_config_as_ours(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    theirs = train_cmd.config_from_args(RUN_QA_COMMAND)
+    assert theirs == train_cmd.config_from_args(OUR_COMMAND)
+    assert theirs != train_cmd.config_from_args([])  # every flag above changed something
+    evaluate = ["--model_name_or_path", "m", "--n_best_size", "5", "--null_score_diff_threshold", "-1.5"]
+    ours = ["--ckpt", "m", "--n-best", "5", "--null-threshold=-1.5"]
+    assert evaluate_cmd.config_from_args(evaluate) == evaluate_cmd.config_from_args(ours)
+    predict = ["--max_answer_length", "12", "--question", "q", "--context", "c"]
+    assert predict_cmd.config_from_args(predict).decode.max_answer_length == 12
+
+
+def test_every_alias_in_the_table_is_a_flag_of_its_command_and_shown_in_help():
+    for module, config_class in (
+        (train_cmd, TrainConfig),
+        (evaluate_cmd, EvaluateConfig),
+        (predict_cmd, PredictConfig),
+    ):
+        table = run_qa_aliases(config_class)
+        assert len(table) >= 9
+        help_text = " ".join(_help(module).split())
+        for theirs, ours in table:
+            assert theirs in help_text, theirs
+            assert ours.split()[0] in help_text or ours.startswith("("), ours
+    readme = (REPO_ROOT / "README.md").read_text()
+    for theirs, ours in run_qa_aliases(TrainConfig):
+        row = f"| `{theirs}` | " + (f"`{ours}`" if ours.startswith("--") else ours) + " |"
+        assert row in readme, f"README's run_qa table lacks the row {row}"
+
+
+def _help(module):
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+        module.config_from_args(["--help"])
+    return out.getvalue()
+
+
+def test_config_file_replays_a_run_and_flags_override_it(tiny_model_dir, tmp_path):
+    from helpers import losses_of, tiny_train_argv, write_squad_json
+
+    data = write_squad_json(tmp_path / "train.json")
+    first = tmp_path / "first"
+    argv = tiny_train_argv(tiny_model_dir, first, tmp_path / "cache", "--max-steps", "3", "--batch-size", "2")
+    train_cmd.main([*argv, "--train-file", str(data), "--lr", "1e-3", "--log-steps", "1", "--seed", "5"])
+    replay = tmp_path / "replay"
+    train_cmd.main(["--config", str(first / "training_args.json"), "--output-dir", str(replay)])
+    assert losses_of(replay) == losses_of(first)
+    replayed = json.loads((replay / "training_args.json").read_text())
+    assert {**replayed, "output_dir": None} == {
+        **json.loads((first / "training_args.json").read_text()),
+        "output_dir": None,
+    }
+    config = train_cmd.config_from_args(
+        ["--config", str(first / "training_args.json"), "--lr", "2e-3", "--stride", "8"]
+    )
+    assert (config.lr, config.window.stride, config.window.max_length, config.seed) == (2e-3, 8, 48, 5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"lr": 1e-3, "learning_rte": 1, "windw": {}}, "unknown keys 'learning_rte', 'windw'"),
+        ({"window": {"max_len": 8}}, "unknown key 'window.max_len'"),
+        ({"epochs": "three"}, "'epochs' must be a number, got 'three'"),
+        ({"train_file": "a.json"}, "'train_file' must be a list of str"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_bad_config_files_are_one_line(tmp_path, capsys, settings, fragment):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    with pytest.raises(SystemExit) as caught:
+        train_cmd.main(["--config", str(path)])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and fragment in err and err.count("\n") == 1, err

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from qa.decoding import NOT_CONTEXT, decode_spans, pad_ragged
+from qa.decoding import decode_spans
+from qa.windows import NOT_CONTEXT, pad_ragged
 
 
 def plain_loop(windows, contexts, n_best, max_answer_length):

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -75,10 +76,12 @@ def test_evaluate_py_scores_and_writes_its_files(arranged_model_dir, tmp_path):
 
 def test_max_eval_samples_and_default_output_dir(arranged_model_dir, tmp_path, capsys):
     data = write_squad_json(tmp_path / "dev.json", ARTICLES)
+    model = tmp_path / "model"  # a copy: the result files land in the checkpoint, not in the shared fixture
+    shutil.copytree(arranged_model_dir, model)
     metrics = evaluate_cmd.main(
         [
             "--ckpt",
-            str(arranged_model_dir),
+            str(model),
             "--validation-file",
             str(data),
             "--max-eval-samples",
@@ -91,7 +94,7 @@ def test_max_eval_samples_and_default_output_dir(arranged_model_dir, tmp_path, c
         ]
     )
     assert metrics["num_examples"] == 1 and metrics["exact_match"] == 100.0
-    assert json.loads((arranged_model_dir / "predictions.json").read_text()) == {"q1": "Denver Broncos"}
+    assert json.loads((model / "predictions.json").read_text()) == {"q1": "Denver Broncos"}
 
 
 @pytest.mark.parametrize(
@@ -146,8 +149,7 @@ def test_torchrun_evaluation_scores_every_example_once(arranged_model_dir, tmp_p
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29533",
+            "--standalone",
             "evaluate.py",
             *common,
             "--output-dir",

@@ -326,18 +326,3 @@ def test_checkpoint_typos_and_the_missing_default_say_what_is_wrong(tmp_path, ca
     monkeypatch.chdir(tmp_path)
     one_line_error(capsys, evaluate_cmd.main, [], "no checkpoint at ./finetuned-squad", "train.py")
     one_line_error(capsys, evaluate_cmd.main, ["--ckpt", "./out-typo"], "out-typo: no such model directory")
-
-
-def test_logged_loss_is_the_mean_over_the_interval(tiny_model_dir, data_file, tmp_path):
-    def logged(name, log_steps):
-        out = tmp_path / name
-        train_cmd.main(
-            train_args(tiny_model_dir, data_file, out, tmp_path, "--max-steps", "4", "--log-steps", log_steps)
-        )
-        return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-    every_step = [row["loss"] for row in logged("a", "1")]
-    every_other = logged("b", "2")
-    assert [row["step"] for row in every_other] == [2, 4]
-    expected = [(every_step[0] + every_step[1]) / 2, (every_step[2] + every_step[3]) / 2]
-    assert [row["loss"] for row in every_other] == pytest.approx(expected, abs=1e-6)

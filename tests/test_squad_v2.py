@@ -11,9 +11,10 @@ from helpers import SQUAD_ARTICLES, tiny_train_argv, write_squad_json
 from qa import evaluate_cmd, predict_cmd, train_cmd
 from qa.checkpoint import store_null_threshold
 from qa.data import load_examples, load_training_examples
-from qa.decoding import NOT_CONTEXT, decode_spans
+from qa.decoding import decode_spans
 from qa.errors import QAError
 from qa.metrics import best_null_threshold, squad_v2_scores, v2_raw_scores
+from qa.windows import NOT_CONTEXT
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 

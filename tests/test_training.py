@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, make_tiny_model_dir, write_squad_json
+from helpers import REPO_ROOT, make_tiny_model_dir, train_log, write_squad_json
 from safetensors.torch import load_file
 
 from qa import train_cmd
 from qa.batching import collate_windows, epoch_batches
-from qa.training import linear_schedule, parameter_groups
+from qa.errors import QAError
+from qa.reporting import StepMeter
+from qa.runtime import Runtime
+from qa.training import count_steps, linear_schedule, parameter_groups
 
 CONTEXTS = [
     "Paris is the capital of France and its largest city.",
@@ -90,7 +93,8 @@ def base_args(model, train_file, output_dir, tmp_path, *extra):
 
 
 def log_of(output_dir):
-    return [json.loads(line) for line in (Path(output_dir) / "train_log.jsonl").read_text().splitlines()]
+    """The logging-interval records of a run (evaluations left out)."""
+    return [row for row in train_log(output_dir) if "loss" in row]
 
 
 def weights_of(directory):
@@ -122,6 +126,8 @@ def test_tiny_model_overfits_a_handful_of_examples(tiny_model_dir, train_file, t
             "--max-grad-norm",
             "1.0",
             "--no-epoch-checkpoints",
+            "--eval-strategy",
+            "no",  # one evaluation, of the final model (150 one-step epochs)
         )
     )
     losses = [row["loss"] for row in log_of(out)]
@@ -165,21 +171,46 @@ def test_checkpoint_layout_and_reload(tiny_model_dir, train_file, tmp_path):
     assert not (out / "metrics.json").exists()  # --train-file without --validation-file: no evaluation
 
 
+# The killed run: train.py whose process parks itself (waits for a signal) right after checkpoint-10 is on
+# disk, so the SIGKILL lands at a known point instead of racing a poll against a fast run.
+PARK_AFTER_CHECKPOINT_10 = """
+import signal, sys
+import qa.training
+from qa import train_cmd
+
+save = qa.training.save_checkpoint
+
+def save_then_park(output_dir, step, *args, **kwargs):
+    path = save(output_dir, step, *args, **kwargs)
+    if step == 10:
+        print("parked", flush=True)
+        signal.pause()
+    return path
+
+qa.training.save_checkpoint = save_then_park
+train_cmd.main(sys.argv[1:])
+"""
+
+
 def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, train_file, tmp_path):
     common = ["--batch-size", "1", "--max-steps", "40", "--save-steps", "5", "--lr", "1e-3"]
     uninterrupted = tmp_path / "a"
     train_cmd.main(base_args(tiny_model_dir, train_file, uninterrupted, tmp_path, *common))
 
     killed = tmp_path / "b"
-    command = [sys.executable, "train.py", *base_args(tiny_model_dir, train_file, killed, tmp_path, *common)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint-10").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
+    command = [
+        sys.executable,
+        "-c",
+        PARK_AFTER_CHECKPOINT_10,
+        *base_args(tiny_model_dir, train_file, killed, tmp_path, *common),
+    ]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline() == "parked\n"
     process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    checkpoints = sorted(killed.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    assert checkpoints, "the run was killed before its first checkpoint"
+    assert process.wait() == -signal.SIGKILL
+    # saves every 5 steps and at each epoch end (8 windows of batch 1): 5, 8, 10, and then parked
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5", "checkpoint-8"]
+    assert not (killed / "model.safetensors").exists()  # killed mid-run: no final model yet
     resumed = train_cmd.main(base_args(tiny_model_dir, train_file, killed, tmp_path, *common, "--resume"))
     assert resumed["steps"] == 40
     assert max_difference(weights_of(uninterrupted), weights_of(killed)) <= 1e-6
@@ -265,37 +296,40 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-def test_grad_accum_and_max_steps_set_the_number_of_steps(tiny_model_dir, train_file, tmp_path):
-    summary = train_cmd.main(
-        base_args(
-            tiny_model_dir,
-            train_file,
-            tmp_path / "o1",
-            tmp_path,
-            "--batch-size",
-            "1",
-            "--grad-accum",
-            "4",
-            "--epochs",
-            "1",
-        )
-    )
-    assert summary["steps"] == 2  # 8 windows / (1 x 4)
-    summary = train_cmd.main(
-        base_args(
-            tiny_model_dir,
-            train_file,
-            tmp_path / "o2",
-            tmp_path,
-            "--batch-size",
-            "1",
-            "--max-steps",
-            "3",
-            "--epochs",
-            "5",
-        )
-    )
-    assert summary["steps"] == 3
+@pytest.mark.parametrize(
+    ("windows", "global_batch", "accum", "epochs", "max_steps", "drop_last", "steps"),
+    [
+        (8, 1, 4, 1, None, False, 2),  # 8 batches of 1, 4 per step
+        (8, 1, 3, 1, None, False, 3),  # the epoch's last step takes the 2 micro-batches left
+        (8, 1, 1, 5, 3, False, 3),  # --max-steps overrides --epochs
+        (8, 2, 1, 2.5, None, False, 10),  # fractional epochs round up to a whole step
+        (9, 2, 1, 1, None, False, 5),  # a last short batch is a step of its own
+        (9, 2, 1, 1, None, True, 4),  # ...which torchrun drops (it cannot be split across ranks)
+    ],
+)
+def test_the_number_of_optimizer_steps(windows, global_batch, accum, epochs, max_steps, drop_last, steps):
+    assert count_steps(windows, global_batch, accum, epochs, max_steps, drop_last) == steps
+    # the same count as the batches the loop really walks through
+    batches = epoch_batches(np.ones(windows), global_batch, seed=0, epoch=0, group_by_length=False, drop_last=drop_last)
+    if max_steps is None and epochs == 1:
+        assert steps == -(-len(batches) // accum)
+
+
+def test_too_few_windows_for_one_batch_is_one_line():
+    with pytest.raises(QAError, match="3 training windows do not fill one batch of 4"):
+        count_steps(3, 4, 1, 1.0, None, drop_last=True)
+
+
+def test_the_step_meter_logs_the_means_of_its_interval_and_stops_at_a_non_finite_loss(tmp_path):
+    meter = StepMeter(log_steps=3, runtime=Runtime(torch.device("cpu"), "fp32"))
+    for loss, norm in ((1.0, 0.5), (2.0, 1.5), (6.0, 4.0)):
+        meter.add(torch.tensor(loss), torch.tensor(norm))
+    assert meter.read(step=3, output_dir=tmp_path) == (3.0, 2.0)
+    assert meter.read(step=3, output_dir=tmp_path) is None  # nothing since the last read
+    meter.add(torch.tensor(0.5), torch.tensor(1.0))
+    meter.add(torch.tensor(float("inf")), torch.tensor(1.0))
+    with pytest.raises(QAError, match="loss became inf at step 5"):
+        meter.check(step=5, output_dir=tmp_path)
 
 
 def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout_model, train_file, tmp_path):
@@ -308,10 +342,9 @@ def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port of its own: two suites on one machine do not collide
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29517",
         "train.py",
         *base_args(no_dropout_model, train_file, double, tmp_path, "--batch-size", "2", *common),
     ]

@@ -1,0 +1,261 @@
+"""Evaluation during training, the best model, early stopping, TensorBoard, the curves and the model card."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO_ROOT, make_arranged_model_dir, tiny_train_argv, train_log
+from safetensors.torch import load_file
+
+from qa import train_cmd
+from qa.selection import BestModel
+
+CONTEXTS = [
+    "In 2016 the Denver Broncos won the super bowl.",
+    "The Denver Broncos played in 2016 at home.",
+    "In 2016 the Broncos of Denver won again.",
+    "Denver Broncos fans in 2016 were many.",
+]
+
+
+def squad_lines(path, answer, unanswerable=False):
+    """The four contexts, each asked "Who won in 2016?", answered by ``answer`` where it occurs (else "Broncos")."""
+    rows = []
+    for index, context in enumerate(CONTEXTS):
+        text = answer if answer in context else "Broncos"
+        answers = {"text": [text], "answer_start": [context.index(text)]}
+        rows.append({"id": f"q{index}", "question": "Who won in 2016?", "context": context, "answers": answers})
+    if unanswerable:
+        empty = {"text": [], "answer_start": []}
+        rows += [
+            {"id": f"n{i}", "question": "Who lost?", "context": c, "answers": empty} for i, c in enumerate(CONTEXTS)
+        ]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def falling(tmp_path_factory):
+    """A run whose validation F1 is high at its first evaluation and falls after: the arranged model (which
+    answers "Denver Broncos", the validation gold) trained at a high rate to answer "2016" instead."""
+    root = tmp_path_factory.mktemp("falling")
+    model = make_arranged_model_dir(root / "arranged")
+    train = squad_lines(root / "train.jsonl", "2016")
+    validation = squad_lines(root / "validation.jsonl", "Denver Broncos")
+
+    def argv(out, *extra):
+        return tiny_train_argv(
+            model,
+            out,
+            root / "cache",
+            *("--train-file", str(train), "--validation-file", str(validation), "--lr", "3e-2"),
+            *("--batch-size", "2", "--max-steps", "12", "--eval-strategy", "steps", "--eval-steps", "2"),
+            *("--log-steps", "2", *extra),
+        )
+
+    return argv
+
+
+def evaluations(out):
+    return [(row["step"], row["eval_f1"]) for row in train_log(out) if "eval_f1" in row]
+
+
+def weights(directory):
+    return load_file(str(directory / "model.safetensors"))
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all((a[name] == b[name]).all() for name in a)
+
+
+# ---------------------------------------------------------------- the selection rules, on recorded histories
+
+
+@pytest.mark.parametrize(
+    ("values", "patience", "threshold", "best_step", "stops_at"),
+    [
+        ([50.0, 60.0, 55.0, 58.0], None, 0.0, 2, None),  # up then down: the peak
+        ([50.0, 60.0, 60.0, 60.0], 2, 0.0, 2, 4),  # ties are not improvements; the first of equals stays best
+        ([50.0, 60.0, 60.5, 60.9], 2, 1.0, 4, 4),  # small gains: a new best, but no reset of the patience
+        ([50.0, 49.0, 70.0, 69.0, 68.0], 2, 0.0, 3, 5),  # a late jump resets the patience
+    ],
+)
+def test_best_model_and_early_stopping_rules(values, patience, threshold, best_step, stops_at):
+    best = BestModel("f1", patience, threshold)
+    stopped = None
+    for step, value in enumerate(values, start=1):
+        best.record(step, float(step), {"f1": value, "exact_match": value - 10})
+        if stopped is None and best.should_stop:
+            stopped = step
+    assert (best.best_step, best.best_value, stopped) == (best_step, values[best_step - 1], stops_at)
+    again = BestModel("f1", patience, threshold)
+    again.load_state_dict(json.loads(json.dumps(best.state_dict())))  # survives a checkpoint
+    assert again == best
+
+
+def test_exact_match_selects_on_v2_keys_too():
+    best = BestModel("exact_match")
+    best.record(1, 1.0, {"exact": 40.0, "f1": 90.0})
+    best.record(2, 2.0, {"exact": 45.0, "f1": 50.0})
+    assert best.best_step == 2
+
+
+# ---------------------------------------------------------------- real runs
+
+
+def test_the_final_model_is_the_best_evaluations_and_pruning_keeps_it(falling, tmp_path):
+    out = tmp_path / "out"
+    summary = train_cmd.main(falling(out, "--save-total-limit", "1"))
+    history = evaluations(out)
+    assert [step for step, _ in history] == [2, 4, 6, 8, 10, 12]
+    best_step, best_f1 = max(history, key=lambda item: item[1])  # the first of equal maxima
+    assert best_step == 2 and best_f1 > history[-1][1]  # F1 fell after the first evaluation
+    # --save-total-limit 1 keeps the newest checkpoint, and the best besides
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-2"]
+    assert same_weights(weights(out), weights(out / "checkpoint-2"))
+    assert not same_weights(weights(out), weights(out / "checkpoint-12"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["f1"] == best_f1 == summary["metrics"]["f1"]
+    assert metrics["best_model"] == {"step": 2, "metric": "f1", "value": best_f1, "evaluations": 6, "selected": "best"}
+    assert json.loads((out / "checkpoint-2" / "metrics.json").read_text())["f1"] == best_f1
+
+    last = tmp_path / "last"
+    train_cmd.main(falling(last, "--no-load-best-model-at-end"))
+    assert same_weights(weights(last), weights(last / "checkpoint-12"))
+    assert json.loads((last / "metrics.json").read_text())["step"] == 12
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(falling, tmp_path, capsys):
+    out = tmp_path / "out"
+    summary = train_cmd.main(falling(out, "--early-stopping-patience", "2"))
+    assert summary["steps"] == 6 and [step for step, _ in evaluations(out)] == [2, 4, 6]
+    assert "early stopping at step 6: 2 evaluations without a f1 above" in capsys.readouterr().err
+    assert (out / "checkpoint-6").is_dir()  # saved as on SIGTERM
+    assert same_weights(weights(out), weights(out / "checkpoint-2"))
+
+
+def test_a_killed_and_resumed_run_ends_with_the_same_history_best_step_and_weights(falling, tmp_path):
+    whole = tmp_path / "whole"
+    train_cmd.main(falling(whole, "--save-total-limit", "2"))
+    killed = tmp_path / "killed"
+    # The child parks itself right after the checkpoint of the evaluation at step 6 is on disk.
+    park = PARK.replace("STEP", "6")
+    process = subprocess.Popen(
+        [sys.executable, "-c", park, *falling(killed, "--save-total-limit", "2")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout.readline() == "parked\n"
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    train_cmd.main(falling(killed, "--save-total-limit", "2", "--resume"))
+    assert evaluations(killed) == evaluations(whole)
+    assert (killed / "predictions.json").read_text() == (whole / "predictions.json").read_text()
+
+    def scores(out):  # the metrics without their timings
+        return {k: v for k, v in json.loads((out / "metrics.json").read_text()).items() if k != "seconds"}
+
+    assert scores(killed) == scores(whole)
+    assert same_weights(weights(killed), weights(whole))
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == sorted(p.name for p in whole.glob("checkpoint-*"))
+
+
+PARK = """
+import signal, sys
+import qa.training
+from qa import train_cmd
+
+save = qa.training.save_checkpoint
+
+def save_then_park(output_dir, step, *args, **kwargs):
+    path = save(output_dir, step, *args, **kwargs)
+    if step == STEP:
+        print("parked", flush=True)
+        signal.pause()
+    return path
+
+qa.training.save_checkpoint = save_then_park
+train_cmd.main(sys.argv[1:])
+"""
+
+
+def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling, tmp_path):
+    from huggingface_hub import ModelCard
+    from matplotlib.image import imread
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    train_cmd.main(falling(out, "--report-to", "tensorboard"))
+    events = EventAccumulator(str(out / "runs"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/learning_rate", "train/grad_norm", "train/windows_per_second"}
+    assert expected | {"eval/f1", "eval/exact_match", "eval/seconds"} <= tags, tags
+    assert [event.step for event in events.Scalars("eval/f1")] == [2, 4, 6, 8, 10, 12]
+    assert [event.value for event in events.Scalars("eval/f1")] == pytest.approx([f1 for _, f1 in evaluations(out)])
+    logged = [row["grad_norm"] for row in train_log(out) if "loss" in row]
+    assert all(norm > 0 for norm in logged)  # before clipping, so above --max-grad-norm too at this rate
+    assert [event.value for event in events.Scalars("train/grad_norm")] == pytest.approx(logged)
+
+    height, width, _ = imread(out / "training_curves.png").shape
+    assert (width, height) == (1100, 400)
+
+    card = ModelCard.load(out / "README.md")
+    metrics = json.loads((out / "metrics.json").read_text())
+    data = card.data.to_dict()
+    assert (data["library_name"], data["pipeline_tag"]) == ("transformers", "question-answering")
+    found = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert found == {"exact_match": round(metrics["exact_match"], 2), "f1": round(metrics["f1"], 2)}
+    assert "training_curves.png" in card.text and "| 2 (selected) |" in card.text
+
+
+def test_v2_data_stores_the_best_evaluations_threshold(tmp_path):
+    model = make_arranged_model_dir(tmp_path / "arranged")
+    data = squad_lines(tmp_path / "v2.jsonl", "Denver Broncos", unanswerable=True)
+    out = tmp_path / "out"
+    argv = tiny_train_argv(model, out, tmp_path / "cache", "--train-file", str(data), "--validation-file", str(data))
+    argv += ["--lr", "3e-2", "--batch-size", "4", "--max-steps", "6", "--eval-strategy", "steps", "--eval-steps", "2"]
+    summary = train_cmd.main(argv)
+    best = summary["metrics"]["best_model"]["step"]
+    chosen = json.loads((out / f"checkpoint-{best}" / "metrics.json").read_text())
+    stored = json.loads((out / "config.json").read_text())["qa_null_threshold"]
+    assert stored == chosen["null_threshold"] == summary["metrics"]["null_threshold"] is not None
+    assert json.loads((out / f"checkpoint-{best}" / "config.json").read_text())["qa_null_threshold"] == stored
+    others = [path for path in out.glob("checkpoint-*") if path.name != f"checkpoint-{best}"]
+    for path in others:  # every evaluation's checkpoint carries its own threshold
+        own = json.loads((path / "metrics.json").read_text())["null_threshold"]
+        assert json.loads((path / "config.json").read_text()).get("qa_null_threshold") == own
+
+
+def test_flags_that_cannot_work_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    def refused(*flags):
+        with pytest.raises(SystemExit) as caught:
+            train_cmd.main(["--output-dir", str(tmp_path / "out"), "--train-file", str(data), *flags])
+        assert caught.value.code == 2 and not (tmp_path / "out").exists()
+        return capsys.readouterr().err
+
+    data = squad_lines(tmp_path / "d.jsonl", "2016")
+    assert "needs --eval-steps N" in refused("--validation-file", str(data), "--eval-strategy", "steps")
+    assert "needs validation data" in refused("--eval-strategy", "epoch")
+    assert "--early-stopping-patience needs evaluations" in refused("--early-stopping-patience", "2")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real_find_spec(name)
+    )
+    assert "pip install tensorboard" in refused("--report-to", "tensorboard")
+
+
+def test_without_matplotlib_the_run_says_so_once_and_still_writes_its_card(falling, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    out = tmp_path / "out"
+    train_cmd.main(falling(out, "--max-steps", "2"))
+    assert capsys.readouterr().err.count("matplotlib is not installed") == 1
+    assert not (out / "training_curves.png").exists() and (out / "README.md").is_file()
+    shutil.rmtree(out)
