@@ -139,6 +139,7 @@ class TrainConfig:
     log_steps: int = setting(
         10, "write train_log.jsonl (mean loss of the interval) every N steps", run_qa=("--logging_steps",)
     )
+    progress: bool = setting(True, "progress bars")
     # evaluation during training
     eval: bool = setting(
         True,
@@ -186,7 +187,20 @@ class TrainConfig:
         run_qa=("--report_to",),
         run_qa_switches={"--with_tracking": "tensorboard"},
     )
-    progress: bool = setting(True, "progress bars")
+    # distillation
+    teacher: str | None = setting(
+        None,
+        "a fine-tuned QA model (directory or hub id) whose start/end distributions the model also learns from; "
+        "it must use the same tokenizer",
+        group="distillation: a smaller, faster student",
+    )
+    distill_alpha: float = setting(0.5, "weight of the teacher's soft targets; the gold span gets 1 - alpha")
+    distill_temperature: float = setting(2.0, "softens both distributions; the soft loss is scaled by T^2")
+    student_layers: int | None = setting(
+        None,
+        "start from --model with only N of its transformer layers, evenly spaced, the first and last included "
+        "(DistilBERT's initialisation)",
+    )
 
     @property
     def has_validation_data(self) -> bool:
@@ -227,7 +241,10 @@ class TrainConfig:
             self.report_to != "tensorboard" or importlib.util.find_spec("tensorboard") is not None,
             "--report-to tensorboard needs the tensorboard package: pip install tensorboard",
         )
-        problems.positive(self, "eval_steps", "early_stopping_patience", optional=True)
+        problems.positive(self, "eval_steps", "early_stopping_patience", "student_layers", optional=True)
+        problems.finite(self, "distill_alpha", "distill_temperature")
+        problems.need(0 <= self.distill_alpha <= 1, f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
+        problems.positive(self, "distill_temperature")
         problems.finite(self, "early_stopping_threshold")
         problems.need(self.early_stopping_threshold >= 0, "--early-stopping-threshold must be >= 0")
         schedule = self.evaluation_schedule
@@ -247,6 +264,13 @@ class TrainConfig:
         problems.need(not output.exists() or output.is_dir(), f"--output-dir {output} is a file, not a directory")
         _file_problems(problems, self, "train_file", "validation_file")
         return problems
+
+    def flag_problems(self, given: set[str]) -> list[str]:
+        """Distillation settings without a teacher would be ignored: refused instead."""
+        unused = [flag(name) for name in ("distill_alpha", "distill_temperature") if name in given]
+        if unused and self.teacher is None:
+            return [f"{', '.join(unused)} only apply with --teacher"]
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -38,11 +38,13 @@ from qa.checkpoint import (
     store_null_threshold,
 )
 from qa.config import TrainConfig, raise_problems
+from qa.distillation import Teacher, check_same_tokenizer, distillation_loss, span_loss
 from qa.errors import QAError
 from qa.files import CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, NULL_THRESHOLD_KEY, read_json_object
 from qa.reporting import RunLog, StepMeter, read_log
 from qa.runtime import Runtime, barrier, inference_batch_size, main_process_first, setup_runtime, shutdown
 from qa.selection import BestModel, metric_value
+from qa.student import check_student_layers, shrink_to_layers
 from qa.windows import TrainWindows, build_train_windows, default_cache_dir
 
 # ---------------------------------------------------------------- components
@@ -78,23 +80,6 @@ def count_steps(
     if batches == 0:
         raise QAError(f"{num_windows} training windows do not fill one batch of {global_batch}")
     return max_steps or math.ceil(epochs * math.ceil(batches / grad_accum))
-
-
-def span_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the start and end positions, over real tokens only.
-
-    The models' built-in loss also spreads probability over padding positions,
-    which would make the loss depend on how a batch happens to be padded (and so
-    on the number of devices); masking padding makes it depend on the data alone.
-    """
-    inputs = {name: tensor for name, tensor in batch.items() if not name.endswith("_positions")}
-    outputs = model(**inputs)
-    padding = batch["attention_mask"] == 0
-    losses = [
-        torch.nn.functional.cross_entropy(logits.float().masked_fill(padding, -1e4), batch[name])
-        for logits, name in ((outputs.start_logits, "start_positions"), (outputs.end_logits, "end_positions"))
-    ]
-    return (losses[0] + losses[1]) / 2
 
 
 @dataclass
@@ -133,6 +118,7 @@ class Run:
     best: BestModel = field(default_factory=BestModel)
     stopped_early: bool = False
     train_seconds: float = 0.0  # training time of earlier invocations of a resumed run
+    teacher: Teacher | None = None  # distillation: soft targets for every micro-batch
 
 
 # ---------------------------------------------------------------- the recipe
@@ -156,14 +142,24 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
 
     resume_from = resolve_resume(config.resume, output_dir)
     source = str(resume_from) if resume_from else config.model
-    check_model_fits(source, config.window)
+    model_config = check_model_fits(source, config.window)
+    shrink = config.student_layers is not None and resume_from is None  # a resumed student is shrunk already
+    if shrink:
+        check_student_layers(model_config, config.student_layers, source)
     tokenizer = load_tokenizer(source)
+    if config.teacher is not None:
+        check_model_fits(config.teacher, config.window)
+        check_same_tokenizer(load_tokenizer(config.teacher), tokenizer, config.teacher, config.model)
     if runtime.is_main:
         _prepare_output_dir(config, output_dir, tokenizer)
     log = RunLog(output_dir, runtime, config.report_to)
     torch.manual_seed(config.seed)
     examples, windows = _setup_data(config, runtime, tokenizer)
-    raw_model = load_qa_model(source, require_qa_head=False).to(runtime.device)
+    raw_model = load_qa_model(source, require_qa_head=False)
+    if shrink:
+        kept = shrink_to_layers(raw_model, config.student_layers, source)
+        log.say(f"student: layers {kept} of {source}")
+    raw_model = raw_model.to(runtime.device)
     _forget_null_threshold(raw_model, source, log)
     model = raw_model
     if runtime.distributed:
@@ -182,6 +178,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         trains_unanswerable=not all(answers["text"] for answers in examples["answers"]),
         validation=_load_validation(config) if config.eval and config.has_validation_data else None,
         best=BestModel(config.metric_for_best_model, config.early_stopping_patience, config.early_stopping_threshold),
+        teacher=Teacher(config.teacher, runtime.device) if config.teacher is not None else None,
     )
     if resume_from is not None:
         _restore(run, resume_from)
@@ -311,7 +308,13 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
         if runtime.distributed:
             run.model.require_backward_grad_sync = micro == count - 1
         with runtime.autocast():
-            loss = span_loss(run.model, batch) / count
+            outputs = run.model(**{name: tensor for name, tensor in batch.items() if not name.endswith("_positions")})
+            if run.teacher is None:
+                loss = span_loss(outputs, batch) / count
+            else:
+                alpha, temperature = run.config.distill_alpha, run.config.distill_temperature
+                teacher_logits = run.teacher.logits(batch)
+                loss = distillation_loss(outputs, teacher_logits, batch, alpha, temperature) / count
         opt.scaler.scale(loss).backward()
         loss_sum += loss.detach()
     opt.scaler.unscale_(opt.optimizer)  # a no-op unless fp16 scales the loss
@@ -480,6 +483,11 @@ def _plan(run: Run, num_examples: int) -> str:
         f"{num_examples} examples -> {len(run.windows)} windows; {run.opt.total_steps} optimizer steps of "
         f"{config.batch_size * runtime.world_size * config.grad_accum} windows ({config.batch_size} per device x "
         f"{runtime.world_size} devices x {config.grad_accum} accumulation); {runtime.device.type} {runtime.precision}"
+        + (
+            f"; distilling from {config.teacher} (alpha {config.distill_alpha}, T {config.distill_temperature})"
+            if config.teacher
+            else ""
+        )
     )
 
 
