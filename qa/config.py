@@ -160,6 +160,7 @@ class TrainConfig:
         f"windows per forward pass in the evaluations {BATCH_DEFAULT}",
         run_qa=("--per_device_eval_batch_size",),
     )
+    decode: DecodeSettings = setting(DecodeSettings)
     metric_for_best_model: str = setting(
         "f1",
         "what 'best' means (SQuAD v2 data: the score at the null threshold that evaluation tuned)",
@@ -215,7 +216,7 @@ class TrainConfig:
         return self.eval_strategy or "epoch"
 
     def problems(self) -> list[str]:
-        problems = Problems(self.window.problems())
+        problems = Problems(self.window.problems() + self.decode.problems())
         problems.finite(self, "lr", "epochs", "weight_decay", "warmup_ratio", "max_grad_norm")
         problems.positive(self, "lr", "epochs", "batch_size", "grad_accum", "log_steps")
         problems.positive(

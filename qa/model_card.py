@@ -9,6 +9,7 @@ exactly what the hub parses; matplotlib draws the curves and is optional, as on 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +53,24 @@ def plot_curves(output_dir: Path, log: list[dict[str, Any]]) -> bool:
     return True
 
 
-def write_model_card(
-    output_dir: Path,
-    settings: dict[str, Any],
-    metrics: dict[str, Any] | None,
-    history: list[dict[str, Any]],
-    best_step: int | None,
-    train_seconds: float,
-    steps: int,
-    with_curves: bool,
-) -> Path:
+@dataclass
+class RunRecord:
+    """What a finished run's card tells: its settings, the chosen evaluation and the history of all."""
+
+    settings: dict[str, Any]  # training_args.json
+    metrics: dict[str, Any] | None  # the final model's evaluation; None: not evaluated
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation during training
+    selected_step: int | None = None  # the evaluation whose weights are the final model
+    train_seconds: float = 0.0  # training time, evaluations not counted
+    steps: int = 0
+    with_curves: bool = False
+
+
+def write_model_card(output_dir: Path, record: RunRecord) -> Path:
     """``README.md`` with the model-card metadata (model-index holding ``metrics``) and the run's story."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    settings, metrics = record.settings, record.metrics
     model = settings["model"]
     base_model = None if Path(model).exists() else model  # the metadata names hub models only
     validation_data = _data_names(settings, "validation")
@@ -96,7 +102,7 @@ def write_model_card(
         model_name=output_dir.name,
         eval_results=results or None,
     )
-    text = _card_text(settings, metrics, history, best_step, train_seconds, steps, with_curves)
+    text = _card_text(record)
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{text}")
     temporary = output_dir / f".{MODEL_CARD_FILE}.tmp"
     card.save(temporary)
@@ -111,15 +117,8 @@ def _data_names(settings: dict[str, Any], split: str) -> str:
     return f"{settings['dataset']} ({split} split, Hugging Face hub)"
 
 
-def _card_text(
-    settings: dict[str, Any],
-    metrics: dict[str, Any] | None,
-    history: list[dict[str, Any]],
-    best_step: int | None,
-    train_seconds: float,
-    steps: int,
-    with_curves: bool,
-) -> str:
+def _card_text(record: RunRecord) -> str:
+    settings, metrics = record.settings, record.metrics
     window = settings["window"]
     lines = [
         f"# {Path(settings['output_dir']).name}",
@@ -173,18 +172,18 @@ def _card_text(
             else "none; the model always answers."
         ),
     ]
-    if history:
+    if record.history:
         lines += ["", "| step | epoch | exact match | F1 |", "| --- | --- | --- | --- |"]
-        for row in history:
+        for row in record.history:
             exact = row.get("exact_match", row.get("exact"))
-            mark = " (selected)" if row["step"] == best_step else ""
+            mark = " (selected)" if row["step"] == record.selected_step else ""
             lines.append(f"| {row['step']}{mark} | {row['epoch']:.2f} | {exact:.2f} | {row['f1']:.2f} |")
     lines += [
         "",
         "## Training",
         "",
-        f"{steps} optimizer steps in {train_seconds:.0f} s of training (evaluations not counted), with this "
-        "project's hand-written PyTorch loop (AdamW, linear schedule).",
+        f"{record.steps} optimizer steps in {record.train_seconds:.0f} s of training (evaluations not counted), "
+        "with this project's hand-written PyTorch loop (AdamW, linear schedule).",
         "",
         "| setting | value |",
         "| --- | --- |",
@@ -206,7 +205,7 @@ def _card_text(
         "",
         "Every setting is in `training_args.json`; `python train.py --config training_args.json` replays the run.",
     ]
-    if with_curves:
+    if record.with_curves:
         lines += ["", f"![training curves]({CURVES_FILE})"]
     return "\n".join(lines) + "\n"
 

@@ -79,8 +79,9 @@ class DecodeSettings:
     max_answer_length: int = setting(30, "longest answer, in tokens", run_qa=("--max_answer_length",))
     null_threshold: float | None = setting(
         None,
-        "SQuAD v2: no answer when null score - best span score exceeds this "
-        "(default: the threshold stored with the model; a model without one always answers)",
+        "SQuAD v2: no answer when null score - best span score exceeds this (evaluate.py, predict.py: default "
+        "the threshold stored with the model, and a model without one always answers; train.py: stored instead "
+        "of the one each evaluation tunes)",
         run_qa=("--null_score_diff_threshold",),
     )
 

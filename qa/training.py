@@ -366,18 +366,8 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
 def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Any:
     """Evaluate the current weights on every rank (sharded), score on rank 0, and let every rank know
     the record, so that all agree on the best step and on an early stop."""
-    from qa.evaluation import score_examples
-
     began = time.perf_counter()
-    evaluation = score_examples(
-        run.raw_model,
-        run.tokenizer,
-        run.validation,
-        _eval_settings(run),
-        run.runtime,
-        tune_null_threshold=True,
-        keep_degenerate_threshold=run.config.version_2_with_negative,
-    )
+    evaluation = _score_validation(run, progress=False)
     run.model.train()
     seconds = time.perf_counter() - began
     run.log.paused_seconds += seconds  # evaluation time is not training time
@@ -395,11 +385,29 @@ def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Any
     return evaluation
 
 
+def _score_validation(run: Run, progress: bool) -> Any:
+    """The current weights scored on the validation data: the null threshold tuned (unless one was given),
+    a degenerate one kept only when v2 was asked for (see `qa.evaluation.tuned_threshold`)."""
+    from qa.evaluation import score_examples
+
+    return score_examples(
+        run.raw_model,
+        run.tokenizer,
+        run.validation,
+        _eval_settings(run),
+        run.runtime,
+        progress=progress,
+        tune_null_threshold=run.config.decode.null_threshold is None,
+        keep_degenerate_threshold=run.config.version_2_with_negative,
+    )
+
+
 def _eval_settings(run: Run) -> Any:
     from qa.evaluation import AnswerSettings
 
     return AnswerSettings(
         window=run.config.window,
+        decode=run.config.decode,
         batch_size=inference_batch_size(run.config.eval_batch_size, run.runtime),
         # Training on unanswerable questions makes a v2 model, whatever the validation data holds.
         version_2=run.config.version_2_with_negative or run.trains_unanswerable,
@@ -526,21 +534,21 @@ def _finish(run: Run, train_seconds: float) -> dict[str, Any] | None:
     if chosen is None and run.validation is not None:
         metrics = _evaluate_final_model(run)
     if run.runtime.is_main:
-        from qa.model_card import plot_curves, write_model_card
+        from qa.model_card import RunRecord, plot_curves, write_model_card
 
         with_curves = plot_curves(output_dir, read_log(output_dir))
         if not with_curves:
             run.log.say("note: matplotlib is not installed, so no training_curves.png (pip install matplotlib)")
-        write_model_card(
-            output_dir,
-            config.to_dict(),
-            metrics,
-            run.best.history,
-            chosen if config.load_best_model_at_end else None,
-            train_seconds,
-            run.position.step,
-            with_curves,
+        record = RunRecord(
+            settings=config.to_dict(),
+            metrics=metrics,
+            history=run.best.history,
+            selected_step=chosen if config.load_best_model_at_end else None,
+            train_seconds=train_seconds,
+            steps=run.position.step,
+            with_curves=with_curves,
         )
+        write_model_card(output_dir, record)
     barrier(run.runtime)
     return metrics
 
@@ -579,18 +587,9 @@ def _final_from_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any] | None:
 
 def _evaluate_final_model(run: Run) -> dict[str, Any] | None:
     """The evaluation after training of a run that did not evaluate during it."""
-    from qa.evaluation import score_examples, summary_line, write_result_files
+    from qa.evaluation import summary_line, write_result_files
 
-    evaluation = score_examples(
-        run.raw_model,
-        run.tokenizer,
-        run.validation,
-        _eval_settings(run),
-        run.runtime,
-        progress=run.config.progress,
-        tune_null_threshold=True,
-        keep_degenerate_threshold=run.config.version_2_with_negative,
-    )
+    evaluation = _score_validation(run, progress=run.config.progress)
     if evaluation is None:
         return None
     metrics = evaluation.metrics
@@ -618,6 +617,12 @@ def _say_threshold(run: Run, metrics: dict[str, Any]) -> None:
             f"no null threshold stored: the validation data holds only {kind} questions ({counts}), so the F1-best "
             "threshold would answer every question or none; the model always answers. Validate on data with both "
             "kinds, or pass --version-2-with-negative to store the F1-best threshold anyway"
+        )
+        return
+    if run.config.decode.null_threshold is not None:
+        run.log.say(
+            f"stored the null threshold given, {threshold:.4f} (the F1-best on {counts} would be "
+            f"{metrics['best_null_threshold']:.4f})"
         )
         return
     run.log.say(
