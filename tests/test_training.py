@@ -334,6 +334,9 @@ def test_the_step_meter_logs_the_means_of_its_interval_and_stops_at_a_non_finite
 
 def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout_model, train_file, tmp_path):
     common = ["--max-steps", "4", "--lr", "1e-3", "--log-steps", "1", "--seed", "3"]
+    # Evaluations during training too: sharded across the ranks, scored on rank 0, agreed on by both.
+    common += ["--validation-file", str(train_file), "--eval-strategy", "steps", "--eval-steps", "2"]
+    common += ["--no-load-best-model-at-end"]  # the final weights are the last step's in both runs
     single = tmp_path / "single"
     train_cmd.main(base_args(no_dropout_model, train_file, single, tmp_path, "--batch-size", "4", *common))
     double = tmp_path / "double"
@@ -356,6 +359,11 @@ def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout
     assert single_losses == pytest.approx(double_losses, abs=1e-5)
     # Adam divides by sqrt(v), so float rounding in near-zero gradients moves weights by up to ~lr x 0.1.
     assert max_difference(weights_of(single), weights_of(double)) <= 1e-3
+    evaluations = [[(r["step"], r["eval_f1"]) for r in train_log(out) if "eval_f1" in r] for out in (single, double)]
+    assert [step for step, _ in evaluations[1]] == [step for step, _ in evaluations[0]] == [2, 4]
+    # nearly equal weights: the same answers, or one of the 8 questions answered otherwise at most
+    assert [f1 for _, f1 in evaluations[1]] == pytest.approx([f1 for _, f1 in evaluations[0]], abs=100 / 8)
+    assert json.loads((double / "metrics.json").read_text())["step"] == 4
 
 
 def test_collator_pads_each_batch_to_its_longest_window_rounded_to_8():
