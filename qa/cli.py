@@ -214,20 +214,20 @@ def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[
     problems: list[str] = []
     unknown: list[str] = []
 
+    # training_args.json of older runs kept the window settings at the top level: find them in their settings
+    owner_of_flat_key = {item.name: owner for owner in nested.values() for item in fields(owner)}
+
     def take(owner: type, key: str, value: Any, shown: str) -> None:
         item = next((item for item in fields(owner) if item.name == key), None)
         if item is None:
             unknown.append(shown)
         elif item.metadata.get("replayed", True) and key not in given:
-            problem = _type_problem(typing.get_type_hints(owner)[key], value)
+            annotation = typing.get_type_hints(owner)[key]
+            problem = _type_problem(annotation, value)
             if problem:
                 problems.append(f"'{shown}' {problem}")
             else:
-                values[key] = (
-                    float(value)
-                    if _plain_type(typing.get_type_hints(owner)[key]) is float and value is not None
-                    else value
-                )
+                values[key] = float(value) if _plain_type(annotation) is float and value is not None else value
 
     for key, value in document.items():
         if key in nested:
@@ -236,12 +236,8 @@ def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[
                 continue
             for inner_key, inner_value in value.items():
                 take(nested[key], inner_key, inner_value, f"{key}.{inner_key}")
-        elif any(key in {item.name for item in fields(owner)} for owner in nested.values()):
-            # training_args.json of older runs kept the window settings at the top level
-            owner = next(owner for owner in nested.values() if key in {item.name for item in fields(owner)})
-            take(owner, key, value, key)
         else:
-            take(config_class, key, value, key)
+            take(owner_of_flat_key.get(key, config_class), key, value, key)
     if unknown:
         problems.insert(0, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)}")
     if problems:

@@ -504,7 +504,7 @@ def _forget_null_threshold(model: torch.nn.Module, source: str, log: RunLog) -> 
     inherit it (on v1.1 data it would make the new model abstain). Only this run's evaluation stores one."""
     inherited = getattr(model.config, NULL_THRESHOLD_KEY, None)
     if inherited is not None:
-        delattr(model.config, NULL_THRESHOLD_KEY)
+        set_null_threshold(model.config, None)
         log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")
 
 
@@ -555,6 +555,8 @@ def _finish(run: Run, train_seconds: float) -> dict[str, Any] | None:
 
 def _final_from_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any] | None:
     """The final model = the weights and evaluation of ``checkpoint`` (an evaluation checkpoint of this run)."""
+    from qa.evaluation import write_result_files
+
     metrics = None
     if run.runtime.is_main:
         metrics = read_json_object(checkpoint / METRICS_FILE, "the evaluation of the selected checkpoint")
@@ -572,8 +574,6 @@ def _final_from_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any] | None:
             for name in EVALUATION_FILES
             if (checkpoint / name).is_file()
         }
-        from qa.evaluation import write_result_files
-
         write_result_files(run.output_dir, results)
         which = "best" if run.config.load_best_model_at_end else "last"
         value = metric_value(metrics, best.metric)

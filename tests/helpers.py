@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -174,3 +177,33 @@ def train_log(out: Path) -> list[dict]:
 def losses_of(out: Path) -> list[float]:
     """The mean loss of every logging interval of a run."""
     return [row["loss"] for row in train_log(out) if "loss" in row]
+
+
+# train.py in a child that parks itself (waits for a signal) right after checkpoint-STEP is on disk, so that
+# a SIGKILL lands at a known point instead of racing a poll against a fast run.
+PARK_AFTER_CHECKPOINT = """
+import signal, sys
+import qa.training
+from qa import train_cmd
+
+save = qa.training.save_checkpoint
+
+def save_then_park(output_dir, step, *args, **kwargs):
+    path = save(output_dir, step, *args, **kwargs)
+    if step == int(sys.argv[1]):
+        print("parked", flush=True)
+        signal.pause()
+    return path
+
+qa.training.save_checkpoint = save_then_park
+train_cmd.main(sys.argv[2:])
+"""
+
+
+def sigkill_after_checkpoint(step: int, train_argv: list[str]) -> None:
+    """Run train.py ``train_argv`` until checkpoint-``step`` is written, then SIGKILL it."""
+    command = [sys.executable, "-c", PARK_AFTER_CHECKPOINT, str(step), *train_argv]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline() == "parked\n"
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL

@@ -2,12 +2,10 @@
 
 import json
 import shutil
-import signal
-import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, make_arranged_model_dir, tiny_train_argv, train_log
+from helpers import make_arranged_model_dir, sigkill_after_checkpoint, tiny_train_argv, train_log
 from safetensors.torch import load_file
 
 from qa import train_cmd
@@ -141,18 +139,7 @@ def test_a_killed_and_resumed_run_ends_with_the_same_history_best_step_and_weigh
     whole = tmp_path / "whole"
     train_cmd.main(falling(whole, "--save-total-limit", "2"))
     killed = tmp_path / "killed"
-    # The child parks itself right after the checkpoint of the evaluation at step 6 is on disk.
-    park = PARK.replace("STEP", "6")
-    process = subprocess.Popen(
-        [sys.executable, "-c", park, *falling(killed, "--save-total-limit", "2")],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout.readline() == "parked\n"
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    sigkill_after_checkpoint(6, falling(killed, "--save-total-limit", "2"))  # right after step 6's evaluation
     train_cmd.main(falling(killed, "--save-total-limit", "2", "--resume"))
     assert evaluations(killed) == evaluations(whole)
     assert (killed / "predictions.json").read_text() == (whole / "predictions.json").read_text()
@@ -163,25 +150,6 @@ def test_a_killed_and_resumed_run_ends_with_the_same_history_best_step_and_weigh
     assert scores(killed) == scores(whole)
     assert same_weights(weights(killed), weights(whole))
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == sorted(p.name for p in whole.glob("checkpoint-*"))
-
-
-PARK = """
-import signal, sys
-import qa.training
-from qa import train_cmd
-
-save = qa.training.save_checkpoint
-
-def save_then_park(output_dir, step, *args, **kwargs):
-    path = save(output_dir, step, *args, **kwargs)
-    if step == STEP:
-        print("parked", flush=True)
-        signal.pause()
-    return path
-
-qa.training.save_checkpoint = save_then_park
-train_cmd.main(sys.argv[1:])
-"""
 
 
 def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling, tmp_path):

@@ -1,13 +1,10 @@
 """Distillation: a teacher's soft targets in the same loop, and students with fewer layers."""
 
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import REPO_ROOT, losses_of, make_tiny_model_dir, tiny_train_argv, write_squad_json
+from helpers import losses_of, make_tiny_model_dir, sigkill_after_checkpoint, tiny_train_argv, write_squad_json
 from safetensors.torch import load_file
 from transformers import (
     AlbertConfig,
@@ -124,37 +121,13 @@ def test_distillation_flags_without_a_teacher_are_refused(capsys, tmp_path):
     assert "--distill-alpha only apply with --teacher" in capsys.readouterr().err
 
 
-PARK = """
-import signal, sys
-import qa.training
-from qa import train_cmd
-
-save = qa.training.save_checkpoint
-
-def save_then_park(output_dir, step, *args, **kwargs):
-    path = save(output_dir, step, *args, **kwargs)
-    if step == 4:
-        print("parked", flush=True)
-        signal.pause()
-    return path
-
-qa.training.save_checkpoint = save_then_park
-train_cmd.main(sys.argv[1:])
-"""
-
-
 def test_a_killed_distillation_resumes_bit_exactly(tiny_model_dir, arranged_model_dir, data, tmp_path):
     common = ["--teacher", str(arranged_model_dir), "--max-steps", "8", "--save-steps", "2", "--student-layers", "1"]
     run(tiny_model_dir, tmp_path / "whole", data, tmp_path, *common)
     killed = tmp_path / "killed"
     argv = tiny_train_argv(tiny_model_dir, killed, tmp_path / "cache", "--train-file", str(data), "--batch-size", "2")
     argv += ["--log-steps", "1", "--lr", "3e-3", "--seed", "3", *common]
-    process = subprocess.Popen(
-        [sys.executable, "-c", PARK, *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert process.stdout.readline() == "parked\n"
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    sigkill_after_checkpoint(4, argv)
     train_cmd.main([*argv, "--resume"])
     assert losses_of(killed) == losses_of(tmp_path / "whole")
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, make_tiny_model_dir, train_log, write_squad_json
+from helpers import REPO_ROOT, make_tiny_model_dir, sigkill_after_checkpoint, train_log, write_squad_json
 from safetensors.torch import load_file
 
 from qa import train_cmd
@@ -171,43 +171,13 @@ def test_checkpoint_layout_and_reload(tiny_model_dir, train_file, tmp_path):
     assert not (out / "metrics.json").exists()  # --train-file without --validation-file: no evaluation
 
 
-# The killed run: train.py whose process parks itself (waits for a signal) right after checkpoint-10 is on
-# disk, so the SIGKILL lands at a known point instead of racing a poll against a fast run.
-PARK_AFTER_CHECKPOINT_10 = """
-import signal, sys
-import qa.training
-from qa import train_cmd
-
-save = qa.training.save_checkpoint
-
-def save_then_park(output_dir, step, *args, **kwargs):
-    path = save(output_dir, step, *args, **kwargs)
-    if step == 10:
-        print("parked", flush=True)
-        signal.pause()
-    return path
-
-qa.training.save_checkpoint = save_then_park
-train_cmd.main(sys.argv[1:])
-"""
-
-
 def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, train_file, tmp_path):
     common = ["--batch-size", "1", "--max-steps", "40", "--save-steps", "5", "--lr", "1e-3"]
     uninterrupted = tmp_path / "a"
     train_cmd.main(base_args(tiny_model_dir, train_file, uninterrupted, tmp_path, *common))
 
     killed = tmp_path / "b"
-    command = [
-        sys.executable,
-        "-c",
-        PARK_AFTER_CHECKPOINT_10,
-        *base_args(tiny_model_dir, train_file, killed, tmp_path, *common),
-    ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout.readline() == "parked\n"
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    sigkill_after_checkpoint(10, base_args(tiny_model_dir, train_file, killed, tmp_path, *common))
     # saves every 5 steps and at each epoch end (8 windows of batch 1): 5, 8, 10, and then parked
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5", "checkpoint-8"]
     assert not (killed / "model.safetensors").exists()  # killed mid-run: no final model yet
