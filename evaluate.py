@@ -4,7 +4,7 @@ This file shadows the `evaluate` library for code run from the repository root;
 qa.metrics.import_evaluate_library imports the real library around it.
 """
 
-from qa.evaluate_cmd import main
+from qa.commands.evaluate import main
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 Multi-GPU: torchrun --nproc_per_node N train.py ...
 """
 
-from qa.train_cmd import main
+from qa.commands.train import main
 
 if __name__ == "__main__":
     main()

@@ -15,9 +15,9 @@ import time
 
 from transformers import AutoTokenizer
 
-from qa.data import load_examples
-from qa.features import prepare_train_features
-from qa.settings import WindowSettings
+from qa.config.settings import WindowSettings
+from qa.data.features import prepare_train_features
+from qa.data.loading import load_examples
 
 
 def audit(examples, enc_offsets, sequence_ids_of, mapping, starts, ends, cls_positions):

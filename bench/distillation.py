@@ -51,9 +51,9 @@ def evaluate(ckpt: Path) -> tuple[dict, float]:
 
 def one_at_a_time(ckpt: Path, count: int) -> float:
     """Questions per second answering the first ``count`` dev questions one call each, in-process."""
-    from qa.answering import load_reader
-    from qa.predict_cmd import config_from_args
-    from qa.questions import Question
+    from qa.commands.predict import config_from_args
+    from qa.data.questions import Question
+    from qa.eval.answering import load_reader
 
     config = config_from_args(["--ckpt", str(ckpt)])
     reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)

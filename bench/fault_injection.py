@@ -59,8 +59,8 @@ def train_command(model: Path, data: Path, out: Path, cache: Path, steps: int, *
 
 def check_checkpoints(out: Path) -> int:
     """Load everything that looks like a checkpoint; raise if one does not load."""
-    from qa.checkpoint import STATE_FILE, load_training_state
-    from qa.modeling import load_qa_model, load_tokenizer
+    from qa.model.loading import load_qa_model, load_tokenizer
+    from qa.train.checkpoint import STATE_FILE, load_training_state
 
     count = 0
     for directory in sorted(out.glob("checkpoint-*")):

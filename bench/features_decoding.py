@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from qa.data import load_examples
-from qa.decoding import decode_windows
-from qa.settings import DecodeSettings, WindowSettings
-from qa.windows import build_eval_windows, build_train_windows
+from qa.config.settings import DecodeSettings, WindowSettings
+from qa.data.loading import load_examples
+from qa.data.windows import build_eval_windows, build_train_windows
+from qa.eval.decoding import decode_windows
 
 
 def plain_loop_decode(windows, start_flat, end_flat, n_best=20, max_answer_length=30):

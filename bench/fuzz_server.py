@@ -23,21 +23,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Over-limit bodies, contexts and question lists get 413 (Content Too Large), by design.
-FUZZ_CONFIG = "[checks.negative_data_rejection]\nexpected-statuses = [400, 413, 422]\n"
-FUZZ_FLAGS = [
-    "--checks",
-    "all",
-    "--exclude-checks",
-    "positive_data_acceptance",
-    "--request-timeout",
-    "30",
-    "--workers",
-    "1",
-    "--generation-database",
-    "none",
-    "--no-color",
-]
+sys.path.insert(0, str(ROOT / "tests"))  # the fuzzer settings are the suite's own (tests/serving_helpers.py)
+from serving_helpers import FUZZ_CONFIG, FUZZ_FLAGS  # noqa: E402
+
 KNOWN = {"question": "Who won?", "context": "In 2016 the Denver Broncos won the super bowl."}
 
 

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from qa.modeling import load_qa_model
-from qa.training import parameter_groups
+from qa.model.loading import load_qa_model
+from qa.train.optimization import parameter_groups
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ import time
 import numpy as np
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments
 
-from qa.data import load_examples
-from qa.metrics import load_squad_metric
+from qa.data.loading import load_examples
+from qa.eval.metrics import load_squad_metric
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from transformers import (
     default_data_collator,
 )
 
-from qa.data import load_examples
+from qa.data.loading import load_examples
 
 
 def main() -> None:

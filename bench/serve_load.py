@@ -51,9 +51,9 @@ def resident_mib(pid: int) -> float:
 
 
 def one_at_a_time(ckpt: str, questions: list[dict[str, str]], precision: str) -> None:
-    from qa.answering import load_reader
-    from qa.predict_cmd import config_from_args
-    from qa.questions import Question
+    from qa.commands.predict import config_from_args
+    from qa.data.questions import Question
+    from qa.eval.answering import load_reader
 
     config = config_from_args(["--ckpt", ckpt, "--precision", precision])
     reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)

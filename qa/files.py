@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from qa.errors import QAError
 
 # A training run's output directory
+DEFAULT_OUTPUT_DIR = "finetuned-squad"  # train.py's --output-dir, evaluate.py's and predict.py's --ckpt
 TRAINING_ARGS_FILE = "training_args.json"
 STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -53,8 +56,29 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     return value
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically: a crash mid-write leaves the old file, never half a new one."""
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write the new file to, moved onto ``path`` when the block
+    ends and removed when it fails: a crash mid-write leaves the old file, never half a new one.
+    Its name (``.NAME.tmp``) is one that train.py clears as a leftover of a killed run."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """Indented JSON, non-ASCII text kept readable, with a final newline."""
+    return json.dumps(value, indent=2, ensure_ascii=False, **options) + "\n"
+
+
+def write_json(path: Path, value: Any, **options: Any) -> None:
+    """Write JSON atomically (see `atomic_output`)."""
+    write_text_atomically(path, json_text(value, **options))

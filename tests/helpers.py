@@ -183,10 +183,10 @@ def losses_of(out: Path) -> list[float]:
 # a SIGKILL lands at a known point instead of racing a poll against a fast run.
 PARK_AFTER_CHECKPOINT = """
 import signal, sys
-import qa.training
-from qa import train_cmd
+import qa.train.loop
+from qa.commands import train as train_cmd
 
-save = qa.training.save_checkpoint
+save = qa.train.loop.save_checkpoint
 
 def save_then_park(output_dir, step, *args, **kwargs):
     path = save(output_dir, step, *args, **kwargs)
@@ -195,7 +195,7 @@ def save_then_park(output_dir, step, *args, **kwargs):
         signal.pause()
     return path
 
-qa.training.save_checkpoint = save_then_park
+qa.train.loop.save_checkpoint = save_then_park
 train_cmd.main(sys.argv[2:])
 """
 

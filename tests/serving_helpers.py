@@ -110,3 +110,21 @@ def drain(stream):
             break
         chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
+
+
+# schemathesis settings of the suite's bounded fuzz run (bench/fuzz_server.py runs the same, longer).
+# Over-limit bodies, contexts and question lists get 413 (Content Too Large), by design.
+FUZZ_CONFIG = "[checks.negative_data_rejection]\nexpected-statuses = [400, 413, 422]\n"
+FUZZ_FLAGS = [
+    "--checks",
+    "all",
+    "--exclude-checks",
+    "positive_data_acceptance",
+    "--request-timeout",
+    "30",
+    "--workers",
+    "1",
+    "--generation-database",
+    "none",
+    "--no-color",
+]

@@ -8,8 +8,8 @@ import pytest
 from helpers import make_arranged_model_dir, sigkill_after_checkpoint, tiny_train_argv, train_log
 from safetensors.torch import load_file
 
-from qa import train_cmd
-from qa.selection import BestModel
+from qa.commands import train as train_cmd
+from qa.train.selection import BestModel
 
 CONTEXTS = [
     "In 2016 the Denver Broncos won the super bowl.",

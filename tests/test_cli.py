@@ -11,9 +11,13 @@ import typing
 import pytest
 from helpers import REPO_ROOT
 
-from qa import evaluate_cmd, predict_cmd, train_cmd
-from qa.cli import run_qa_aliases
-from qa.config import EvaluateConfig, PredictConfig, TrainConfig
+from qa.commands import evaluate as evaluate_cmd
+from qa.commands import predict as predict_cmd
+from qa.commands import train as train_cmd
+from qa.config.cli import run_qa_aliases
+from qa.config.evaluate import EvaluateConfig
+from qa.config.predict import PredictConfig
+from qa.config.train import TrainConfig
 from qa.errors import QAError
 
 

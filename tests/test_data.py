@@ -4,7 +4,7 @@ import json
 import pytest
 from helpers import SQUAD_ARTICLES, write_squad_json
 
-from qa.data import load_examples
+from qa.data.loading import load_examples
 from qa.errors import QAError
 
 

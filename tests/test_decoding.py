@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from qa.decoding import decode_spans
-from qa.windows import NOT_CONTEXT, pad_ragged
+from qa.data.windows import NOT_CONTEXT, pad_ragged
+from qa.eval.decoding import decode_spans
 
 
 def plain_loop(windows, contexts, n_best, max_answer_length):

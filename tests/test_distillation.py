@@ -18,9 +18,9 @@ from transformers import (
     RobertaForQuestionAnswering,
 )
 
-from qa import train_cmd
+from qa.commands import train as train_cmd
 from qa.errors import QAError
-from qa.student import evenly_spaced_layers, shrink_to_layers
+from qa.model.student import evenly_spaced_layers, shrink_to_layers
 
 
 def run(student, out, data, tmp_path, *extra):

@@ -6,7 +6,7 @@ import sys
 import pytest
 from helpers import REPO_ROOT, write_squad_json
 
-from qa import evaluate_cmd
+from qa.commands import evaluate as evaluate_cmd
 
 CONTEXT = "The people played music in the church of the city. " * 8 + "In 2016 the Denver Broncos won the game."
 ARTICLES = [
@@ -117,8 +117,8 @@ def test_bad_arguments_are_one_line_errors(arranged_model_dir, capsys, argv, fra
 def test_window_shards_cover_every_window_exactly_once(world_size):
     import numpy as np
 
-    from qa.inference import shard_windows
-    from qa.runtime import Runtime
+    from qa.eval.inference import shard_windows
+    from qa.model.runtime import Runtime
 
     shards = [shard_windows(11, Runtime(None, "fp32", rank, world_size)) for rank in range(world_size)]
     assert sorted(np.concatenate(shards).tolist()) == list(range(11))
@@ -178,7 +178,7 @@ def fake_hub(monkeypatch, requested):
     """Serve the fixture as the hub's dataset, recording which (name, split) was asked for."""
     import datasets
 
-    from qa.data import load_examples
+    from qa.data.loading import load_examples
 
     def load_dataset(name, split):
         requested.append((name, split))

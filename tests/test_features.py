@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from qa.features import covering_token_span, prepare_eval_features, prepare_train_features
-from qa.settings import WindowSettings
+from qa.config.settings import WindowSettings
+from qa.data.features import covering_token_span, prepare_eval_features, prepare_train_features
 
 LONG_CONTEXT = (
     "The city of Paris was founded on the river Seine. " * 3

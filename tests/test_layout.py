@@ -1,19 +1,27 @@
-"""The shape of the code: imports point one way, and the flag parsing a command starts with loads no torch."""
+"""The shape of the code: qa/ is layers of sub-packages (docs/design.md draws them), imports point down,
+modules stay small, and the flag parsing a command starts with loads no torch."""
 
 import ast
 import subprocess
 import sys
+from dataclasses import fields, is_dataclass
 
 from helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "qa"
+BASE = {"qa", "qa.errors", "qa.files", "qa.text", "qa.hub"}
+# Each sub-package's layer; a module may import its own package, the base modules and lower layers.
+LAYERS = {"config": 1, "data": 2, "model": 2, "eval": 3, "train": 4, "serve": 4, "commands": 5}
+
+
+def module_name(path):
+    return ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
 
 
 def qa_imports():
     """{module: the qa modules it imports anywhere in its file, function-level imports included}."""
     graph = {}
     for path in PACKAGE.rglob("*.py"):
-        name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
         imported = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qa"):
@@ -21,13 +29,56 @@ def qa_imports():
                 imported.update(f"{node.module}.{alias.name}" for alias in node.names)
             elif isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names if alias.name.startswith("qa"))
-        graph[name] = imported
+        graph[module_name(path)] = imported
     return {name: sorted(imported & set(graph) - {name}) for name, imported in graph.items()}
+
+
+def package_of(module):
+    return "base" if module in BASE else module.split(".")[1]
+
+
+def layer_of(module):
+    return 0 if module in BASE else LAYERS[package_of(module)]
+
+
+def test_every_module_sits_in_a_known_layer():
+    graph = qa_imports()
+    assert "qa.eval.decoding" in graph["qa.eval.evaluator"]  # the graph is really read
+    assert {package_of(module) for module in graph} == {"base", *LAYERS}
+    assert len(BASE - {"qa"}) <= 6
+
+
+def layering_violations(graph):
+    """Imports into another package of the same or a higher layer (siblings included)."""
+    wrong = []
+    for module, imported in graph.items():
+        for target in imported:
+            if package_of(module) != package_of(target) and layer_of(target) >= layer_of(module):
+                wrong.append(f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})")
+    return wrong
+
+
+def test_imports_point_down_the_layers_and_siblings_stay_apart():
+    wrong = layering_violations(qa_imports())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_layering_check_catches_upward_and_sibling_imports():
+    graph = {
+        "qa.eval.decoding": ["qa.train.recipe", "qa.data.windows", "qa.errors"],
+        "qa.data.windows": ["qa.model.loading"],
+        "qa.errors": ["qa.config.cli"],
+        "qa.commands.train": ["qa.train.recipe"],
+    }
+    assert layering_violations(graph) == [
+        "qa.eval.decoding (layer 3) imports qa.train.recipe (layer 4)",
+        "qa.data.windows (layer 2) imports qa.model.loading (layer 2)",
+        "qa.errors (layer 0) imports qa.config.cli (layer 1)",
+    ]
 
 
 def test_no_module_of_qa_imports_one_that_imports_it_back():
     graph = qa_imports()
-    assert "qa.windows" in graph and "qa.decoding" in graph["qa.evaluation"]  # the graph is really read
     cycles = []
 
     def visit(module, path):
@@ -45,20 +96,44 @@ def test_no_module_of_qa_imports_one_that_imports_it_back():
     assert not cycles, cycles
 
 
-def test_commands_depend_on_the_library_and_never_the_reverse():
-    graph = qa_imports()
-    commands = {name for name in graph if name.endswith("_cmd")}
-    assert commands == {"qa.train_cmd", "qa.evaluate_cmd", "qa.predict_cmd"}
-    for module, imported in graph.items():
-        if module not in commands:
-            assert not commands & set(imported), f"{module} imports a command module: {imported}"
+def test_modules_and_dataclasses_stay_small():
+    import importlib
+
+    long_modules = [
+        f"{path.relative_to(REPO_ROOT)}: {count}"
+        for path in PACKAGE.rglob("*.py")
+        if (count := len(path.read_text().splitlines())) > 400
+    ]
+    assert not long_modules, long_modules
+    large = []
+    for path in PACKAGE.rglob("*.py"):
+        if "serve" in path.parts or "squad_v1" in path.parts:
+            continue  # fastapi imports, and an `evaluate` metric script
+        module = importlib.import_module(module_name(path))
+        for value in vars(module).values():
+            if is_dataclass(value) and isinstance(value, type) and value.__module__ == module.__name__:
+                own = set(getattr(value, "__annotations__", {}))
+                if len(own) > 20:
+                    large.append(f"{value.__qualname__}: {len(own)} fields")
+    assert not large, large
+
+
+def test_no_sys_path_edits_in_qa_or_tests():
+    edits = [
+        str(path.relative_to(REPO_ROOT))
+        for folder in ("qa", "tests")
+        for path in (REPO_ROOT / folder).rglob("*.py")
+        if path.name != "test_layout.py" and ("sys.path[" in path.read_text() or "sys.path.insert" in path.read_text())
+    ]
+    assert not edits, edits
 
 
 def test_parsing_flags_and_reading_questions_load_no_torch():
     code = (
         "import sys\n"
-        "import qa.cli, qa.config, qa.files, qa.text, qa.questions, qa.train_cmd, qa.evaluate_cmd, qa.predict_cmd\n"
-        "qa.train_cmd.config_from_args(['--max-steps', '1'])\n"
+        "import qa.config.cli, qa.config.train, qa.files, qa.text, qa.data.questions\n"
+        "import qa.commands.train, qa.commands.evaluate, qa.commands.predict\n"
+        "qa.commands.train.config_from_args(['--max-steps', '1'])\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'numpy') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
@@ -73,3 +148,22 @@ def test_file_names_and_config_keys_are_spelled_in_one_module():
             if f'"{name}"' in path.read_text():
                 spelled.setdefault(name, []).append(path.name)
     assert spelled == {name: ["files.py"] for name in spelled} and len(spelled) == 5, spelled
+
+
+def test_atomic_writes_go_through_one_helper():
+    """os.replace appears once in qa/ outside the checkpoint directory moves: in qa/files.py."""
+    users = sorted(
+        str(path.relative_to(REPO_ROOT))
+        for path in PACKAGE.rglob("*.py")
+        if "os.replace(" in path.read_text() or ".replace(path)" in path.read_text()
+    )
+    assert users == ["qa/files.py", "qa/train/checkpoint.py"], users
+
+
+def test_train_config_groups_are_dataclasses_of_at_most_twenty_fields():
+    from qa.config.train import TrainConfig
+
+    groups = [base for base in TrainConfig.__mro__[1:] if is_dataclass(base)]
+    assert len(groups) >= 5
+    assert all(len(base.__annotations__) <= 20 for base in groups)
+    assert sum(len(base.__annotations__) for base in groups) == len(fields(TrainConfig))

@@ -4,7 +4,7 @@ import sys
 import pytest
 from helpers import REPO_ROOT
 
-from qa.metrics import exact_match_score, f1_score, load_squad_metric, normalize_answer, squad_scores
+from qa.eval.metrics import exact_match_score, f1_score, load_squad_metric, normalize_answer, squad_scores
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_repository_evaluate_py_does_not_shadow_the_library():
     code = (
         "import evaluate, sys\n"
         "shadowed = not hasattr(evaluate, 'load')\n"
-        "from qa.metrics import load_squad_metric\n"
+        "from qa.eval.metrics import load_squad_metric\n"
         "m = load_squad_metric()\n"
         "r = m.compute(predictions=[{'id': 'a', 'prediction_text': 'x'}],"
         " references=[{'id': 'a', 'answers': {'text': ['x'], 'answer_start': [0]}}])\n"

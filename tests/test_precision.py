@@ -7,8 +7,9 @@ import torch
 from helpers import losses_of, tiny_train_argv, write_squad_json
 from safetensors.torch import load_file
 
-from qa import predict_cmd, train_cmd
-from qa.runtime import resolve_precision
+from qa.commands import predict as predict_cmd
+from qa.commands import train as train_cmd
+from qa.model.runtime import resolve_precision
 
 
 def train(model, data, out, tmp_path, *extra):
@@ -68,7 +69,7 @@ def test_fp16_with_grad_scaler_resumes_exactly(tiny_model_dir, tmp_path):
 
 
 def test_inference_batch_defaults_to_8_windows_on_cpu_unless_given():
-    from qa.runtime import Runtime, inference_batch_size
+    from qa.model.runtime import Runtime, inference_batch_size
 
     cpu, cuda = Runtime(torch.device("cpu"), "fp32"), Runtime(torch.device("cuda", 0), "bf16")
     assert (inference_batch_size(None, cpu), inference_batch_size(None, cuda), inference_batch_size(5, cpu)) == (

@@ -5,7 +5,7 @@ import sys
 import pytest
 from helpers import REPO_ROOT
 
-from qa import predict_cmd
+from qa.commands import predict as predict_cmd
 
 FILLER = "the people of the city played music in the church. " * 12
 LONG_CONTEXT = FILLER + "In 2016 the Denver Broncos won the super bowl."

@@ -13,11 +13,14 @@ import torch
 from helpers import REPO_ROOT, tiny_train_argv, write_squad_json
 from safetensors.torch import load_file, save_file
 
-from qa import checkpoint, evaluate_cmd, predict_cmd, train_cmd
-from qa.data import load_examples
+from qa.commands import evaluate as evaluate_cmd
+from qa.commands import predict as predict_cmd
+from qa.commands import train as train_cmd
+from qa.data.loading import load_examples
 from qa.errors import QAError
 from qa.hub import hub_unreachable
-from qa.modeling import load_qa_model, load_tokenizer
+from qa.model.loading import load_qa_model, load_tokenizer
+from qa.train import checkpoint
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 
@@ -283,24 +286,24 @@ def test_output_into_a_closed_pipe_ends_quietly(arranged_model_dir):
 
 
 def test_ctrl_c_during_evaluation_is_one_line_with_status_130(arranged_model_dir, tmp_path, capsys, monkeypatch):
-    import qa.evaluation
+    import qa.eval.evaluator
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(qa.evaluation, "evaluate_examples", interrupted)
+    monkeypatch.setattr(qa.eval.evaluator, "evaluate_examples", interrupted)
     data = write_squad_json(tmp_path / "dev.json")
     argv = ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--output-dir", str(tmp_path / "e")]
     one_line_error(capsys, evaluate_cmd.main, argv, "interrupted", code=130)
 
 
 def test_unwritable_output_dir_is_refused_before_inference(arranged_model_dir, tmp_path, capsys, monkeypatch):
-    import qa.evaluation
+    import qa.eval.evaluator
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("inference ran before the output directory was checked")
 
-    monkeypatch.setattr(qa.evaluation, "evaluate_examples", must_not_run)
+    monkeypatch.setattr(qa.eval.evaluator, "evaluate_examples", must_not_run)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     data = write_squad_json(tmp_path / "dev.json")

@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from serving_helpers import CONTEXT, ask_concurrently, call, start_server
 
-from qa import predict_cmd
+from qa.commands import predict as predict_cmd
 
 LONG_CONTEXT = "The people played music in the church of the city. " * 6 + CONTEXT
 

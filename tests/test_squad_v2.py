@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from helpers import SQUAD_ARTICLES, tiny_train_argv, write_squad_json
 
-from qa import evaluate_cmd, predict_cmd, train_cmd
-from qa.checkpoint import store_null_threshold
-from qa.data import load_examples, load_training_examples
-from qa.decoding import decode_spans
+from qa.commands import evaluate as evaluate_cmd
+from qa.commands import predict as predict_cmd
+from qa.commands import train as train_cmd
+from qa.data.loading import load_examples, load_training_examples
+from qa.data.windows import NOT_CONTEXT
 from qa.errors import QAError
-from qa.metrics import best_null_threshold, squad_v2_scores, v2_raw_scores
-from qa.windows import NOT_CONTEXT
+from qa.eval.decoding import decode_spans
+from qa.eval.metrics import best_null_threshold, squad_v2_scores, v2_raw_scores
+from qa.model.threshold import store_null_threshold
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 

@@ -12,12 +12,12 @@ from helpers import REPO_ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qa import predict_cmd
-from qa.config import PredictConfig
-from qa.data import load_examples, validate_records
+from qa.commands import predict as predict_cmd
+from qa.config.predict import PredictConfig
+from qa.data.loading import load_examples, validate_records
+from qa.data.questions import Question, QuestionProblem, question_from_json
 from qa.errors import QAError
-from qa.questions import Question, QuestionProblem, question_from_json
-from qa.serving import BadRequest, parse_questions
+from qa.serve.api import BadRequest, parse_questions
 from qa.text import text_problem
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
@@ -161,7 +161,7 @@ def test_any_text_is_answered_or_refused_in_one_line_alike_by_every_entry_point(
 
 @pytest.fixture(scope="module")
 def tiny_reader(arranged_model_dir):
-    from qa.answering import load_reader
-    from qa.settings import DecodeSettings, WindowSettings
+    from qa.config.settings import DecodeSettings, WindowSettings
+    from qa.eval.answering import load_reader
 
     return load_reader(str(arranged_model_dir), WindowSettings(64, 16, 64), DecodeSettings(), 8, "fp32")

@@ -1,0 +1,65 @@
+"""`python evaluate.py --ckpt PATH`: exact match and F1 of a checkpoint on a validation set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qa.config.cli import command_parser, parse_config
+from qa.config.evaluate import EvaluateConfig
+from qa.errors import QAError, exit_on_qa_error
+
+
+def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
+    parser = command_parser("evaluate.py", "SQuAD exact match / F1 of a question-answering checkpoint.", EvaluateConfig)
+    return parse_config(parser, EvaluateConfig, argv)
+
+
+def _writable_output_dir(config: EvaluateConfig) -> Path:
+    """Where the result files go, checked before inference rather than after it has run."""
+    output_dir = Path(config.output_dir or (config.ckpt if Path(config.ckpt).is_dir() else "evaluation"))
+    if output_dir.exists() and not output_dir.is_dir():
+        raise QAError(f"--output-dir {output_dir} is a file, not a directory")
+    probe = output_dir / ".write-test"
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise QAError(f"--output-dir {output_dir}: cannot write the result files there ({error.strerror})") from None
+    return output_dir
+
+
+@exit_on_qa_error
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    config = config_from_args(argv)
+    output_dir = _writable_output_dir(config)
+    from qa.data.loading import load_examples
+    from qa.eval.answering import check_checkpoint, load_reader
+    from qa.eval.evaluator import evaluate_examples
+    from qa.eval.scoring import summary_line
+    from qa.model.runtime import shutdown
+
+    check_checkpoint(config.ckpt, config.window)
+    examples = load_examples(
+        config.dataset, config.split, config.validation_file, for_training=False, max_samples=config.max_eval_samples
+    )
+    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    reader.settings.version_2 = config.version_2_with_negative
+    metrics = evaluate_examples(
+        reader.model,
+        reader.tokenizer,
+        examples,
+        reader.settings,
+        reader.runtime,
+        output_dir,
+        save_nbest=config.save_nbest,
+        progress=config.progress,
+    )
+    shutdown(reader.runtime)
+    if metrics is not None:
+        print(
+            f"{summary_line(metrics)}  ({metrics['num_examples']} examples, {metrics['num_windows']} windows; "
+            f"results in {output_dir})"
+        )
+    return metrics

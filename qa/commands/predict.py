@@ -1,0 +1,96 @@
+"""`python predict.py --question Q --context C`: answer questions with a fine-tuned checkpoint.
+
+Imports only what answering needs (torch, transformers, numpy): no `datasets`.
+With ``--input`` every non-blank line gets exactly one output line, in order,
+carrying that line's own id (default: its line number); ids need not be unique
+(the output is positional). A line may ask for its own ``top_k``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from qa.config.cli import command_parser, parse_config
+from qa.config.predict import PredictConfig
+from qa.data.questions import Question, QuestionProblem, check_text_field, question_from_json
+from qa.errors import QAError, exit_on_qa_error
+from qa.text import jsonl_records, read_stdin, read_text
+
+
+def config_from_args(argv: list[str] | None = None) -> PredictConfig:
+    parser = command_parser("predict.py", "Answer questions from a context with a QA checkpoint.", PredictConfig)
+    return parse_config(parser, PredictConfig, argv)
+
+
+def read_requests(config: PredictConfig) -> tuple[list[Question], bool]:
+    """The questions to answer and whether they came from --input (JSON lines out)."""
+    if config.input is not None:
+        if config.question or config.context or config.context_file:
+            raise QAError("--input cannot be combined with --question / --context / --context-file")
+        return _read_jsonl(config.input, config), True
+    if config.question is None:
+        raise QAError("give --question with --context or --context-file, or --input FILE.jsonl")
+    if (config.context is None) == (config.context_file is None):
+        raise QAError("give exactly one of --context and --context-file")
+    try:
+        question = check_text_field("question", config.question, from_command_line=True)
+        if config.context is not None:
+            context = check_text_field("context", config.context, from_command_line=True)
+        else:
+            context = check_text_field("context", _read_context_file(config.context_file))
+    except QuestionProblem as problem:
+        flag = "--context-file" if problem.field == "context" and config.context_file else f"--{problem.field}"
+        raise QAError(f"{flag}: {problem.problem}") from None
+    return [Question(question, context, "0", config.top_k)], False
+
+
+def _read_context_file(name: str) -> str:
+    if name == "-":
+        return read_stdin("--context-file -")
+    return read_text(Path(name))
+
+
+def _read_jsonl(name: str, config: PredictConfig) -> list[Question]:
+    path = Path(name)
+    questions = []
+    for number, record in jsonl_records(read_text(path), str(path)):
+        try:
+            question = question_from_json(record, max_top_k=config.decode.n_best, default_top_k=config.top_k)
+        except QuestionProblem as problem:
+            raise QAError(f"{path}: line {number}, {problem.describe()}") from None
+        if question.id is None:
+            question.id = str(number)  # the default id: the line number
+        questions.append(question)
+    if not questions:
+        raise QAError(f"{path}: no questions in the file")
+    return questions
+
+
+@exit_on_qa_error
+def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
+    config = config_from_args(argv)
+    if config.serve:
+        from qa.serve.server import serve
+
+        serve(config)
+        return []
+    questions, from_file = read_requests(config)
+
+    from qa.eval.answering import load_reader, shape_answers
+
+    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    results = reader.answer(questions)
+    for question, answers in zip(questions, results, strict=True):
+        if from_file:
+            print(json.dumps(shape_answers(answers, question), ensure_ascii=False))
+        elif config.json:
+            print(json.dumps(answers[0] if config.top_k == 1 else answers, ensure_ascii=False))
+        else:
+            for answer in answers:
+                print(answer["answer"] if not answer.get("no_answer") else "(no answer: the context does not say)")
+                print(f"{answer['score']:.4f}")
+    sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+    return results

@@ -1,0 +1,52 @@
+"""What `python evaluate.py` can be told."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qa.config.settings import (
+    DecodeSettings,
+    Problems,
+    WindowSettings,
+    checkpoint_setting,
+    file_problems,
+    inference_batch_setting,
+    precision_setting,
+    setting,
+)
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything `python evaluate.py` can be told."""
+
+    ckpt: str = checkpoint_setting("model")
+    precision: str = precision_setting()
+    dataset: str = setting("squad", "hub dataset name", group="data", run_qa=("--dataset_name",))
+    split: str = setting("validation", "hub dataset split")
+    validation_file: str | None = setting(
+        None, "local SQuAD JSON / JSON lines / CSV / Parquet file instead of the hub", run_qa=("--validation_file",)
+    )
+    max_eval_samples: int | None = setting(None, "evaluate the first N examples only", run_qa=("--max_eval_samples",))
+    version_2_with_negative: bool = setting(
+        False,
+        "SQuAD v2.0: score by the v2.0 rules even when the data holds no unanswerable question "
+        "(data that holds one is always scored so)",
+        run_qa=("--version_2_with_negative",),
+    )
+    window: WindowSettings = setting(WindowSettings, group="windows and decoding", as_trained=True)
+    decode: DecodeSettings = setting(DecodeSettings)
+    batch_size: int | None = inference_batch_setting()
+    output_dir: str | None = setting(
+        None, "where to write the result files (default: the checkpoint)", group="output", run_qa=("--output_dir",)
+    )
+    save_nbest: bool = setting(False, "also write nbest_predictions.json")
+    progress: bool = setting(True, "progress bars")
+
+    def problems(self) -> list[str]:
+        problems = Problems(self.window.problems() + self.decode.problems())
+        problems.positive(self, "batch_size", "max_eval_samples", optional=True)
+        return problems
+
+    def file_problems(self) -> list[str]:
+        return file_problems(self, "validation_file")

@@ -1,0 +1,100 @@
+"""What `python predict.py` can be told, in its two modes: one-shot answers and the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from qa.config.settings import (
+    DecodeSettings,
+    Problems,
+    WindowSettings,
+    checkpoint_setting,
+    flag,
+    inference_batch_setting,
+    precision_setting,
+    setting,
+)
+
+# PredictConfig fields that only one of predict.py's two modes uses; given to the other, they are refused.
+ONE_SHOT = "one-shot"
+SERVING = "serving"
+
+
+@dataclass
+class Answering:
+    """The questions to answer, the model and how it decodes."""
+
+    question: str | None = setting(
+        None, "the question", group="input (a question with --context or --input)", mode=ONE_SHOT
+    )
+    context: str | None = setting(None, "the context text", mode=ONE_SHOT)
+    context_file: str | None = setting(None, "read the context from this file ('-' for standard input)", mode=ONE_SHOT)
+    input: str | None = setting(
+        None, 'JSON lines file of {"question", "context", "id"?, "top_k"?} objects', mode=ONE_SHOT
+    )
+    ckpt: str = checkpoint_setting("model and decoding")
+    top_k: int = setting(1, "how many answers to return (at most --n-best)", mode=ONE_SHOT)
+    window: WindowSettings = setting(WindowSettings, as_trained=True)
+    decode: DecodeSettings = setting(DecodeSettings)
+    batch_size: int | None = inference_batch_setting()
+    precision: str = precision_setting()
+    json: bool = setting(
+        False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)", mode=ONE_SHOT
+    )
+
+
+@dataclass
+class Serving:
+    """predict.py --serve: where to listen and what one request may cost."""
+
+    serve: bool = setting(False, "serve an HTTP API (POST /answer, GET /health, GET /) instead", group="serving")
+    host: str = setting("127.0.0.1", "address to listen on (another than 127.0.0.1 exposes the model)", mode=SERVING)
+    port: int = setting(8000, "port to listen on (0: any free port, printed at start)", mode=SERVING)
+    max_body_bytes: int = setting(1_000_000, "largest request body; larger ones get 413", mode=SERVING)
+    max_context_chars: int = setting(100_000, "longest context of one question; longer ones get 413", mode=SERVING)
+    max_queue: int = setting(
+        256, "questions waiting or in work before new requests get 503 (Retry-After)", mode=SERVING
+    )
+    max_batch_questions: int = setting(64, "questions answered together in one batch at most", mode=SERVING)
+    batch_wait_ms: float = setting(5.0, "how long a batch waits for more requests once the first arrived", mode=SERVING)
+    read_timeout_s: float = setting(
+        10.0, "a client must send its request headers, and then its body, within this many seconds", mode=SERVING
+    )
+    answer_timeout_s: float = setting(
+        60.0, "a request not answered within this many seconds gets 503 and its questions are dropped", mode=SERVING
+    )
+
+
+@dataclass
+class PredictConfig(Serving, Answering):
+    """Everything `python predict.py` can be told (the fields of `Answering`, then those of `Serving`)."""
+
+    def problems(self) -> list[str]:
+        problems = Problems(self.window.problems() + self.decode.problems())
+        problems.positive(self, "top_k")
+        problems.positive(self, "batch_size", optional=True)
+        problems.positive(self, "max_body_bytes", "max_context_chars", "max_queue", "max_batch_questions")
+        problems.finite(self, "batch_wait_ms", "read_timeout_s", "answer_timeout_s")
+        problems.positive(self, "read_timeout_s", "answer_timeout_s")
+        problems.need(
+            0 <= self.batch_wait_ms <= 1000, f"--batch-wait-ms must be in [0, 1000], got {self.batch_wait_ms}"
+        )
+        problems.need(0 <= self.port <= 65535, f"--port must be in [0, 65535], got {self.port}")
+        problems.need(
+            self.top_k <= self.decode.n_best, f"--top-k ({self.top_k}) must be at most --n-best ({self.decode.n_best})"
+        )
+        return problems
+
+    def flag_problems(self, given: set[str]) -> list[str]:
+        """Flags of the other mode are refused rather than silently ignored."""
+        unused_mode = ONE_SHOT if self.serve else SERVING
+        unused = [
+            flag(item.name) for item in fields(self) if item.metadata.get("mode") == unused_mode and item.name in given
+        ]
+        if not unused:
+            return []
+        if self.serve:
+            return [
+                f"--serve does not take {', '.join(unused)} (a request carries its own question, context and top_k)"
+            ]
+        return [f"{', '.join(unused)} only apply with --serve"]

@@ -1,0 +1,167 @@
+"""Question/context windows for the model, for a batch (dict of columns) of examples.
+
+A context longer than one window is cut into overlapping windows
+(``max_length`` tokens, consecutive windows sharing ``stride`` tokens), each
+holding the whole question. Training windows carry the answer's token span, or
+the CLS position when the window does not hold the whole answer; evaluation
+windows carry the character offsets needed to turn a token span back into text.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Any
+
+from qa.config.settings import WindowSettings
+
+
+def prepare_train_features(
+    examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings
+) -> dict[str, list[Any]]:
+    """Tokenise a batch of examples into labelled training windows.
+
+    Returns ``input_ids``, ``token_type_ids`` (only when the tokenizer's model
+    takes them) and ``start_positions`` / ``end_positions``,
+    one row per window in the tokenizer's overflow order. The label is the
+    smallest token span covering the first gold answer (its surrounding white
+    space left out); windows without the whole answer get the CLS position for
+    both. Labels always satisfy start <= end and lie inside the context.
+    """
+    encoded, context_index = _encode_windows(examples, tokenizer, window)
+    cls_token_id = tokenizer.cls_token_id
+    start_positions: list[int] = []
+    end_positions: list[int] = []
+    for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
+        input_ids = encoded["input_ids"][window]
+        cls_index = input_ids.index(cls_token_id) if cls_token_id in input_ids else 0
+        answers = examples["answers"][example_index]
+        span = None
+        if answers["text"]:
+            answer_start, answer_end = _strip_span(
+                examples["context"][example_index],
+                answers["answer_start"][0],
+                answers["answer_start"][0] + len(answers["text"][0]),
+            )
+            sequence_ids = encoded.sequence_ids(window)
+            span = covering_token_span(
+                encoded["offset_mapping"][window], sequence_ids, context_index, answer_start, answer_end
+            )
+        start, end = span if span is not None else (cls_index, cls_index)
+        start_positions.append(start)
+        end_positions.append(end)
+    features = _model_inputs(encoded, tokenizer)
+    features["start_positions"] = start_positions
+    features["end_positions"] = end_positions
+    return features
+
+
+def prepare_eval_features(
+    examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings
+) -> dict[str, list[Any]]:
+    """Tokenise a batch of examples into evaluation windows.
+
+    Returns the model inputs plus ``example_id`` (the id of the window's
+    example) and ``offset_mapping`` (character span of each token in the
+    context, ``None`` for every token outside the context).
+    """
+    encoded, context_index = _encode_windows(examples, tokenizer, window)
+    example_ids: list[str] = []
+    offset_mapping: list[list[tuple[int, int] | None]] = []
+    for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
+        sequence_ids = encoded.sequence_ids(window)
+        offsets = encoded["offset_mapping"][window]
+        offset_mapping.append(
+            [offset if sequence_id == context_index else None for offset, sequence_id in zip(offsets, sequence_ids)]
+        )
+        example_ids.append(examples["id"][example_index])
+    features = _model_inputs(encoded, tokenizer)
+    features["example_id"] = example_ids
+    features["offset_mapping"] = offset_mapping
+    return features
+
+
+def covering_token_span(
+    offsets: list[tuple[int, int]],
+    sequence_ids: list[int | None],
+    context_index: int,
+    answer_start: int,
+    answer_end: int,
+) -> tuple[int, int] | None:
+    """Smallest token span inside the context covering characters [answer_start, answer_end).
+
+    The start is the last context token that starts at or before the answer's
+    first character (the first of several tokens sharing that start, as byte
+    pieces of one character do); the end is the first token that ends at or
+    after the answer's last character (the last of several sharing that end).
+    Returns None when the window's context does not hold the whole answer.
+    """
+    first = sequence_ids.index(context_index)
+    last = len(sequence_ids) - 1 - sequence_ids[::-1].index(context_index)
+    if offsets[first][0] > answer_start or offsets[last][1] < answer_end:
+        return None
+    # Offsets are non-decreasing along the context, so bisection finds both ends.
+    starts = [offset[0] for offset in offsets[first : last + 1]]
+    ends = [offset[1] for offset in offsets[first : last + 1]]
+    start = bisect_left(starts, starts[bisect_right(starts, answer_start) - 1])
+    end = bisect_right(ends, ends[bisect_left(ends, answer_end)]) - 1
+    return first + start, first + max(start, end)
+
+
+def _strip_span(context: str, start: int, end: int) -> tuple[int, int]:
+    """Leave out white space around an answer so its span starts and ends on text."""
+    while start < end - 1 and context[start].isspace():
+        start += 1
+    while end > start + 1 and context[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _encode_windows(examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings) -> tuple[Any, int]:
+    """Tokenise question/context pairs into overlapping windows; returns the encoding and the context's sequence id."""
+    # The context part of a window must stay longer than the stride, so the question cap
+    # shrinks for short windows instead of the tokenizer failing on a long question.
+    # WindowSettings' rule (stride <= max_length - MAX_SPECIAL_TOKENS - 2) keeps this room >= 1.
+    room = window.max_length - tokenizer.num_special_tokens_to_add(pair=True) - window.stride - 1
+    question_cap = max(1, min(window.max_question_length, room))
+    questions = _cut_long_questions([question.strip() for question in examples["question"]], tokenizer, question_cap)
+    contexts = examples["context"]
+    # Tokenizers that pad on the left expect the context first (as in the Hugging Face QA recipes).
+    question_first = tokenizer.padding_side == "right"
+    pair = (questions, contexts) if question_first else (contexts, questions)
+    encoded = tokenizer(
+        *pair,
+        truncation="only_second" if question_first else "only_first",
+        max_length=window.max_length,
+        stride=window.stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
+        padding=False,
+    )
+    return encoded, 1 if question_first else 0
+
+
+def _cut_long_questions(questions: list[str], tokenizer: Any, max_question_length: int) -> list[str]:
+    """Cut questions longer than ``max_question_length`` tokens so every window keeps room for context."""
+    # A token spans at least one UTF-8 byte for WordPiece and (byte-level) BPE, so only
+    # questions with more bytes than the limit can be too long: tokenise just those.
+    suspects = [
+        index for index, question in enumerate(questions) if len(question.encode("utf-8")) > max_question_length
+    ]
+    if not suspects:
+        return questions
+    encoded = tokenizer([questions[index] for index in suspects], add_special_tokens=False, return_offsets_mapping=True)
+    questions = list(questions)
+    for row, index in enumerate(suspects):
+        offsets = encoded["offset_mapping"][row]
+        if len(offsets) > max_question_length:
+            questions[index] = questions[index][: offsets[max_question_length - 1][1]]
+    return questions
+
+
+def _model_inputs(encoded: Any, tokenizer: Any) -> dict[str, list[Any]]:
+    # No attention mask: windows are stored unpadded and the batcher builds the mask.
+    names = ["input_ids"]
+    if "token_type_ids" in tokenizer.model_input_names:
+        names.append("token_type_ids")
+    return {name: encoded[name] for name in names}

@@ -1,0 +1,182 @@
+"""The one evaluator: windows -> batched inference -> span decoding -> SQuAD metric.
+
+evaluate.py, train.py's evaluations, predict.py and the server all call
+`answer_examples`; `score_examples` adds the metric and the result files,
+`evaluate_examples` writes them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qa.config.settings import DecodeSettings, WindowSettings
+from qa.data.windows import build_eval_windows
+from qa.eval.decoding import Prediction, decode_windows
+from qa.eval.inference import gather_logits, predict_logits, shard_windows
+from qa.eval.scoring import ThresholdRule, score_predictions
+from qa.files import EVALUATION_FILES, METRICS_FILE, NA_PROB_FILE, NBEST_FILE, PREDICTIONS_FILE, write_json
+from qa.model.runtime import Runtime
+
+
+@dataclass
+class AnswerSettings:
+    """How examples become windows, windows become logits and logits become answers."""
+
+    window: WindowSettings = field(default_factory=WindowSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    batch_size: int = 64  # windows per forward pass
+    version_2: bool = False  # SQuAD v2.0 scoring even for data without unanswerable questions
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each phase."""
+
+    features: float = 0.0
+    inference: float = 0.0
+    decoding: float = 0.0
+    metric: float = 0.0
+    num_windows: int = 0
+
+
+def answer_examples(
+    model: Any,
+    tokenizer: Any,
+    examples: Any,
+    settings: AnswerSettings,
+    runtime: Runtime,
+    *,
+    with_nbest: bool = False,
+    progress: bool = False,
+    timings: Timings | None = None,
+) -> list[Prediction] | None:
+    """Best answer (and optionally n-best list) for every example; None on ranks other than 0.
+
+    ``examples`` is anything indexable by column name with ``id``, ``question``
+    and ``context`` (a `datasets.Dataset` or a plain dict of lists). Under
+    torchrun each rank infers every world_size-th window and rank 0 decodes.
+    """
+    timings = timings if timings is not None else Timings()
+    began = time.perf_counter()
+    windows = build_eval_windows(examples, tokenizer, settings.window, progress=progress)
+    timings.features = time.perf_counter() - began
+    timings.num_windows = len(windows)
+
+    began = time.perf_counter()
+    start_flat, end_flat = predict_logits(
+        model,
+        windows,
+        runtime,
+        settings.batch_size,
+        window_indices=shard_windows(len(windows), runtime),
+        pad_token_id=tokenizer.pad_token_id or 0,
+        progress=progress,
+    )
+    gathered = gather_logits(start_flat, end_flat, runtime)
+    timings.inference = time.perf_counter() - began
+    if gathered is None:
+        return None
+
+    began = time.perf_counter()
+    predictions = decode_windows(windows, *gathered, settings.decode, with_nbest=with_nbest)
+    timings.decoding = time.perf_counter() - began
+    return predictions
+
+
+@dataclass
+class Evaluation:
+    """One evaluation: its metrics and the result files that record it ({file name: JSON value})."""
+
+    metrics: dict[str, Any]
+    files: dict[str, Any]
+
+
+def evaluate_examples(
+    model: Any,
+    tokenizer: Any,
+    examples: Any,
+    settings: AnswerSettings,
+    runtime: Runtime,
+    output_dir: Path | None,
+    *,
+    save_nbest: bool = False,
+    progress: bool = False,
+) -> dict[str, Any] | None:
+    """`score_examples`, then its result files written into ``output_dir`` on rank 0; returns the metrics
+    (None on other ranks). A result file of an earlier evaluation that this one does not write is removed,
+    so the directory always holds one evaluation's set."""
+    evaluation = score_examples(model, tokenizer, examples, settings, runtime, save_nbest=save_nbest, progress=progress)
+    if evaluation is None:
+        return None
+    if output_dir is not None:
+        write_result_files(output_dir, evaluation.files)
+    return evaluation.metrics
+
+
+def score_examples(
+    model: Any,
+    tokenizer: Any,
+    examples: Any,
+    settings: AnswerSettings,
+    runtime: Runtime,
+    *,
+    save_nbest: bool = False,
+    progress: bool = False,
+    tune_null_threshold: bool = False,
+    keep_degenerate_threshold: bool = False,
+) -> Evaluation | None:
+    """Answer every example and score it against its gold answers (None on ranks other than 0).
+
+    The files: ``predictions.json`` ({id: answer text, "" for no answer}: the official SQuAD
+    scripts' input), ``metrics.json`` and, with ``save_nbest``, ``nbest_predictions.json``.
+    SQuAD v2.0 scoring (``settings.version_2``, or data with unanswerable questions) adds
+    ``na_prob.json`` and the F1-best null threshold; with ``tune_null_threshold`` that
+    threshold is used for the predictions where it can be tuned (see `qa.eval.scoring.tuned_threshold`;
+    ``keep_degenerate_threshold``: also where it cannot).
+    """
+    timings = Timings()
+    predictions = answer_examples(
+        model, tokenizer, examples, settings, runtime, with_nbest=save_nbest, progress=progress, timings=timings
+    )
+    if predictions is None:
+        return None
+    began = time.perf_counter()
+    example_ids = list(examples["id"])
+    golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
+    rule = ThresholdRule(settings.decode.null_threshold, tune_null_threshold, keep_degenerate_threshold)
+    scores, answers, na_probs = score_predictions(example_ids, golds, predictions, settings.version_2, rule)
+    timings.metric = time.perf_counter() - began
+    metrics = {
+        **scores,
+        "num_examples": len(example_ids),
+        "num_windows": timings.num_windows,
+        "seconds": {
+            "features": round(timings.features, 3),
+            "inference": round(timings.inference, 3),
+            "decoding": round(timings.decoding, 3),
+            "metric": round(timings.metric, 3),
+        },
+        "settings": asdict(settings),
+    }
+    files = {PREDICTIONS_FILE: answers, METRICS_FILE: metrics}
+    if na_probs is not None:
+        files[NA_PROB_FILE] = na_probs
+    if save_nbest:
+        files[NBEST_FILE] = {
+            example_id: [asdict(candidate) for candidate in prediction.nbest]
+            for example_id, prediction in zip(example_ids, predictions)
+        }
+    return Evaluation(metrics, files)
+
+
+def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:
+    """Write one evaluation's files (metrics.json last) and remove those of an earlier one it does not replace."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in EVALUATION_FILES:
+        if name not in results:
+            (output_dir / name).unlink(missing_ok=True)
+    for name in sorted(results, key=lambda name: name == METRICS_FILE):
+        write_json(output_dir / name, results[name])

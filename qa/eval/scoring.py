@@ -1,0 +1,103 @@
+"""Scoring answers against gold data: pure functions over predictions, no model and no torch.
+
+SQuAD v1.1 data is scored by the v1.1 rules; data with unanswerable questions (or v2 asked for)
+by the v2.0 rules, with the F1-best null threshold, the no-answer decisions it makes and the
+official script's no-answer probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qa.eval.decoding import Prediction, decide_no_answer
+from qa.eval.metrics import best_null_threshold, squad_scores, squad_v2_scores, v2_raw_scores
+
+
+@dataclass
+class ThresholdRule:
+    """Which null threshold decides the v2 answers: the one given (None: always answer) or, with
+    ``tune``, the F1-best one where the data can tune it (both kinds of question), and with
+    ``keep_degenerate`` also where it cannot."""
+
+    given: float | None = None
+    tune: bool = False
+    keep_degenerate: bool = False
+
+
+def score_predictions(
+    example_ids: list[str],
+    golds: dict[str, list[str]],
+    predictions: list[Prediction],
+    version_2: bool,
+    rule: ThresholdRule,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, float] | None]:
+    """(metrics, {id: answer}, {id: no-answer probability} or None for v1.1 scoring); sets each
+    prediction's no-answer decision under v2.0 scoring."""
+    if not version_2 and all(golds.values()):
+        answers = {example_id: prediction.answer for example_id, prediction in zip(example_ids, predictions)}
+        return squad_scores(answers, golds), answers, None
+    return _score_v2(example_ids, golds, predictions, rule)
+
+
+def tuned_threshold(best_threshold: float, num_answerable: int, num_unanswerable: int, asked: bool) -> float | None:
+    """The threshold to store after tuning: the F1-best one, when the validation data holds both
+    answerable and unanswerable questions. With only one kind the F1-best threshold is degenerate
+    (it answers everything, or nothing at all) and is kept only when v2 was asked for explicitly."""
+    if asked or (num_answerable and num_unanswerable):
+        return best_threshold
+    return None
+
+
+def _score_v2(
+    example_ids: list[str], golds: dict[str, list[str]], predictions: list[Prediction], rule: ThresholdRule
+) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
+    """The official v2.0 metrics, the F1-best null threshold, the answers and no-answer probabilities."""
+    differences = np.array(
+        [p.null_score - p.score if p.score is not None else np.inf for p in predictions], dtype=np.float64
+    )
+    has_answer = [bool(golds[i]) for i in example_ids]
+    _, span_f1 = v2_raw_scores({example_id: p.text for example_id, p in zip(example_ids, predictions)}, golds)
+    best_threshold, best_f1 = best_null_threshold(differences, [span_f1[i] for i in example_ids], has_answer)
+    if rule.tune or rule.keep_degenerate:
+        answerable = sum(has_answer)
+        threshold = tuned_threshold(best_threshold, answerable, len(has_answer) - answerable, rule.keep_degenerate)
+    else:
+        threshold = rule.given
+    for prediction in predictions:
+        prediction.no_answer = decide_no_answer(prediction, threshold)
+    answers = {example_id: p.answer for example_id, p in zip(example_ids, predictions)}
+    probabilities = no_answer_probabilities(differences, threshold, np.array([p.answer == "" for p in predictions]))
+    na_probs = {example_id: float(p) for example_id, p in zip(example_ids, probabilities)}
+    scores = squad_v2_scores(answers, golds, na_probs)
+    scores.update(null_threshold=threshold, best_null_threshold=best_threshold, best_null_threshold_f1=best_f1)
+    return scores, answers, na_probs
+
+
+def no_answer_probabilities(differences: np.ndarray, threshold: float | None, unanswered: np.ndarray) -> np.ndarray:
+    """The official script's --na-prob-file: rising with null score - best span score, and above 0.5
+    exactly for the questions left unanswered. A model without a threshold answers every question
+    it finds a span for, so its probabilities stay below 0.5 (in the same order) except there."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if threshold is None:
+            probabilities = 0.5 * np.exp(-np.logaddexp(0.0, -differences))  # half a sigmoid: below 0.5
+        else:
+            probabilities = np.exp(-np.logaddexp(0.0, -(differences - threshold)))  # a sigmoid that never overflows
+    above_half = np.nextafter(0.5, 1.0)
+    return np.where(unanswered, np.maximum(probabilities, above_half), np.minimum(probabilities, 0.5))
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """EM / F1 in one line: v1.1 keys, or the v2.0 keys with the null threshold."""
+    if "exact_match" in metrics:
+        return f"exact_match = {metrics['exact_match']:.2f}  f1 = {metrics['f1']:.2f}"
+    parts = [f"exact = {metrics['exact']:.2f}  f1 = {metrics['f1']:.2f}"]
+    for prefix in ("HasAns", "NoAns"):
+        if f"{prefix}_f1" in metrics:
+            parts.append(f"{prefix}_f1 = {metrics[prefix + '_f1']:.2f}")
+    threshold = metrics["null_threshold"]
+    parts.append(f"null threshold {'none (always answers)' if threshold is None else f'{threshold:.4f}'}")
+    parts.append(f"best: f1 {metrics['best_null_threshold_f1']:.2f} at {metrics['best_null_threshold']:.4f}")
+    return "  ".join(parts)

@@ -1,0 +1,129 @@
+"""Loading question-answering models and their tokenizers, refusing what would answer wrongly.
+
+A model that loads but would give wrong answers with exit status 0 is the worst
+outcome, so loading is strict: a local checkpoint must carry its tokenizer files
+(a missing ``tokenizer.json`` can otherwise fall back to a tiny vocabulary), a
+model claiming to be a QA model must have every weight of its QA head, and the
+window length must fit the model's position embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qa.config.settings import WindowSettings
+from qa.errors import QAError
+from qa.hub import hub_unreachable, unreachable_note
+
+# Any one of these makes a directory's tokenizer loadable as what it was trained with.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as transformers_logging
+
+    # Loading bars flash by in well under a second; loading problems are checked below instead.
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    _check_local_directory(name_or_path)
+    directory = Path(name_or_path)
+    if directory.is_dir() and not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise QAError(
+            f"{name_or_path}: no tokenizer files ({' / '.join(TOKENIZER_FILES)}); the checkpoint is incomplete"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as error:  # OSError, ValueError, and the tokenizers library's own exceptions
+        raise QAError(_load_problem(name_or_path, "tokenizer", error)) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise QAError(f"{name_or_path}: the tokenizer must be a fast (Rust) tokenizer, which gives character offsets")
+    return tokenizer
+
+
+def load_config(name_or_path: str) -> Any:
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    _check_local_directory(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except Exception as error:  # OSError, ValueError, JSON errors
+        raise QAError(_load_problem(name_or_path, "model", error)) from None
+
+
+def check_model_fits(name_or_path: str, window: WindowSettings) -> Any:
+    """Refuse window settings the model cannot take, before any work; returns the model config."""
+    config = load_config(name_or_path)
+    limit = getattr(config, "max_position_embeddings", None)
+    if getattr(config, "type_vocab_size", None) == 1 and getattr(config, "model_type", "") in (
+        "roberta",
+        "xlm-roberta",
+    ):
+        limit = limit - 2 if limit else limit  # RoBERTa's positions start after the padding index
+    problems = window.model_problems(limit, f"the model {name_or_path}")
+    if problems:
+        raise QAError("; ".join(problems))
+    return config
+
+
+def load_qa_model(name_or_path: str, *, require_qa_head: bool) -> Any:
+    """An `AutoModelForQuestionAnswering`; with ``require_qa_head`` the checkpoint must be a complete QA model."""
+    from transformers import AutoModelForQuestionAnswering
+
+    config = load_config(name_or_path)
+    architectures = config.architectures or []
+    is_qa_model = any(name.endswith("ForQuestionAnswering") for name in architectures)
+    if require_qa_head and not is_qa_model:
+        raise QAError(
+            f"{name_or_path}: not a question-answering model (architectures: {', '.join(architectures) or 'none'}); "
+            "fine-tune it with train.py first"
+        )
+    try:
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            name_or_path, config=config, output_loading_info=True
+        )
+    except Exception as error:  # truncated or foreign weight files raise many types
+        raise QAError(_load_problem(name_or_path, "model weights", error)) from None
+    if is_qa_model:
+        # A model that claims to be a QA model and lacks weights would answer with a random head.
+        broken = sorted(info.get("missing_keys", ())) + sorted(key[0] for key in info.get("mismatched_keys", ()))
+        if broken:
+            shown = ", ".join(broken[:4]) + (f" and {len(broken) - 4} more" if len(broken) > 4 else "")
+            raise QAError(f"{name_or_path}: the weights lack or mis-shape {shown}; the checkpoint is incomplete")
+    return model
+
+
+def _check_local_directory(name_or_path: str) -> None:
+    """A path that looks local but does not exist is a typo, not a hub id."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise QAError(f"{name_or_path}: not a directory")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise QAError(f"{name_or_path}: permission denied")
+        if not (path / "config.json").is_file():
+            raise QAError(f"{name_or_path}: not a model directory (no config.json)")
+        return
+    slashes = name_or_path.count("/")
+    looks_local = name_or_path.startswith((".", "/", "~")) or slashes > 1 or (slashes == 1 and path.parent.exists())
+    if looks_local:
+        raise QAError(f"{name_or_path}: no such model directory")
+    hub_unreachable()  # a hub id: fail fast (or use the local cache) when there is no network
+
+
+def _load_problem(name_or_path: str, what: str, error: Exception) -> str:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if Path(name_or_path).exists():
+        return f"{name_or_path}: cannot load the {what} from this directory ({first_line})"
+    return (
+        f"{name_or_path}: no such local directory, and loading the {what} from the Hugging Face hub failed "
+        f"({first_line}{unreachable_note()}); offline, pass a local model directory"
+    )

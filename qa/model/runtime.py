@@ -1,0 +1,121 @@
+"""Where the computation runs: device, mixed precision and torchrun process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from qa.config.settings import PRECISIONS
+
+
+@dataclass
+class Runtime:
+    """The device and process layout of this run (world size 1 without torchrun)."""
+
+    device: torch.device
+    precision: str  # resolved: fp32, bf16 or fp16
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> Any:
+        """One autocast context for every precision: a no-op for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def inference_batch_size(configured: int | None, runtime: Runtime) -> int:
+    """Windows per inference forward pass: as given, else 64 on a GPU and 8 on a CPU, where one window
+    already keeps the cores busy and small batches pad less and serve a queue sooner (measured in
+    bench/README.md: evaluate.py and bench/serve_load.py)."""
+    if configured is not None:
+        return configured
+    return 64 if runtime.device.type == "cuda" else 8
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that support it, else fp16 on CUDA; fp32 on every CPU.
+
+    On CPU, bf16 and fp16 autocast run when asked for. ``auto`` stays fp32 there because a
+    default must keep the answers of fp32 (the rule: at least 99% identical, F1 within 0.3), and
+    bf16 on the CPUs measured so far did not, or was slower (bench/README.md, bench/speed.py).
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return requested
+
+
+def setup_runtime(precision: str = "auto", device: str | None = None) -> Runtime:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and start the process group if set."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is not None:
+        chosen = torch.device(device)
+    elif torch.cuda.is_available():
+        chosen = torch.device("cuda", local_rank)
+    else:
+        chosen = torch.device("cpu")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    runtime = Runtime(chosen, resolve_precision(precision, chosen), rank, world_size)
+    if runtime.device.type == "cpu" and runtime.precision == "bf16" and not native_cpu_bf16() and runtime.is_main:
+        print(
+            "warning: this CPU has no native bf16 (AVX512-BF16 or AMX); bf16 autocast is emulated here and much "
+            "slower than fp32 (bench/README.md): use --precision fp32",
+            file=sys.stderr,
+        )
+    return runtime
+
+
+def native_cpu_bf16() -> bool:
+    """Whether the CPU computes bf16 natively; elsewhere bf16 autocast is slower than fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        torch.distributed.barrier()
+
+
+def shutdown(runtime: Runtime) -> None:
+    """Leave the process group together: a rank that tears it down while rank 0 is still
+    scoring or saving can abort the whole job (gloo's threads die with the process)."""
+    if runtime.distributed and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_process_first(runtime: Runtime) -> Iterator[None]:
+    """Rank 0 runs the block first (say, to fill a cache), the other ranks after it."""
+    if not runtime.is_main:
+        barrier(runtime)
+    try:
+        yield
+    finally:
+        if runtime.is_main:
+            barrier(runtime)

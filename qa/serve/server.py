@@ -1,0 +1,149 @@
+"""`predict.py --serve`: the model behind an HTTP API, with dynamic batching and bounded cost.
+
+Requests that arrive within ``--batch-wait-ms`` of each other are answered
+together: one call of the same evaluator predict.py uses, whose forward passes
+hold up to ``--batch-size`` windows. Inference runs in one worker thread, off the
+event loop, so the server keeps accepting (and refusing with 503 once
+``--max-queue`` questions wait) while the model works.
+
+What one request may cost is bounded: its body (``--max-body-bytes``), each context
+(``--max-context-chars``), the time to send headers and then body
+(``--read-timeout-s``: 408 or a closed connection), the time to be answered
+(``--answer-timeout-s``: 503). One request cannot fail another: every question is
+checked (`qa.data.questions`) before it joins a batch, and a batch that fails anyway is
+answered again request by request, so only the request at fault gets the error, a
+500 whose request id is in the one line the server logs. Questions of clients that
+went away or timed out are dropped before inference. The API's OpenAPI schema is at
+``/openapi.json``. FastAPI and uvicorn are imported only in qa/serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+from qa.config.predict import PredictConfig
+from qa.errors import QAError
+from qa.eval.answering import load_reader
+from qa.serve.app import build_app, log
+from qa.serve.batcher import Answerer
+
+# ---------------------------------------------------------------- the process
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a taken port is one line, and port 0 gets a real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as problem:
+        sock.close()
+        raise QAError(f"cannot serve on {host}:{port} ({problem.strerror or problem})") from None
+    return sock
+
+
+def header_timeout_protocol(read_timeout_s: float) -> type:
+    """uvicorn's HTTP/1.1 protocol with a deadline for request headers, which uvicorn does not have:
+    a client that connects, or sends part of its headers, and stalls would otherwise hold its
+    connection, and delay a shutdown, without end. Idle keep-alive connections stay uvicorn's."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._watch_headers(started=True)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch_headers(started=True)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch_headers(started=False)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_timer()
+            super().connection_lost(exc)
+
+        def _awaiting_headers(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _watch_headers(self, started: bool) -> None:
+            """Arm the deadline when a request has begun (connection or first bytes) but its headers are incomplete."""
+            if not self._awaiting_headers():
+                self._stop_timer()
+            elif started and self.header_timer is None and not self.transport.is_closing():
+                self.header_timer = self.loop.call_later(read_timeout_s, self._headers_too_slow)
+
+        def _stop_timer(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self.header_timer = None
+            if self._awaiting_headers() and not self.transport.is_closing():
+                client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+                log.warning("closed the connection of %s: no complete request within %g s", client, read_timeout_s)
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+def serve(config: PredictConfig) -> None:
+    """Load the model once and serve until SIGTERM / Ctrl-C, finishing the requests in flight."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.WARNING, stream=sys.stderr)
+    sock = bind_socket(config.host, config.port)
+    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    app = build_app(Answerer(reader), config)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"serving {config.ckpt} on http://{shown_host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    make_server(app, config).run(sockets=[sock])
+
+
+def make_server(app: Any, config: PredictConfig) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown (exit status -15); a server stopped on
+        purpose that finished its work exits 0 here."""
+
+        @contextmanager
+        def capture_signals(self) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                yield  # a server run in a thread (tests) is stopped through should_exit
+                return
+            previous = {signum: signal.signal(signum, self._stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+        def _stop(self, signum: int, frame: Any) -> None:
+            if self.should_exit and signum == signal.SIGINT:
+                self.force_exit = True  # a second Ctrl-C stops without waiting
+            self.should_exit = True
+
+    return Server(
+        uvicorn.Config(
+            app,
+            http=header_timeout_protocol(config.read_timeout_s),
+            log_level="warning",
+            # Every request ends within its read and answer limits, so a drain ends within their sum.
+            timeout_graceful_shutdown=config.read_timeout_s + config.answer_timeout_s + 5,
+            limit_concurrency=config.max_queue + 64,  # connections beyond this get 503 from uvicorn itself
+        )
+    )

@@ -1,0 +1,211 @@
+"""The records of a finished run meant for people: the model card (``README.md`` in the output
+directory, the Hugging Face model-card format, so that an upload of the directory shows a real page)
+and a picture of the training curves.
+
+The card's metadata is built with `huggingface_hub`'s own ``ModelCardData`` / ``EvalResult``, so it is
+exactly what the hub parses; matplotlib draws the curves and is optional, as on the hub itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qa.files import CURVES_FILE, MODEL_CARD_FILE, MODEL_CARD_TAG, NULL_THRESHOLD_KEY, atomic_output
+
+HUB_DATASETS = {"squad": "SQuAD v1.1", "squad_v2": "SQuAD v2.0"}
+
+
+def plot_curves(output_dir: Path, log: list[dict[str, Any]]) -> bool:
+    """``training_curves.png``: loss and learning rate per step, EM / F1 per evaluation. False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    steps = [row for row in log if "loss" in row]
+    evaluations = [row for row in log if "eval_f1" in row]
+    figure, (loss_axes, score_axes) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    loss_axes.plot([row["step"] for row in steps], [row["loss"] for row in steps], color="tab:blue", label="loss")
+    loss_axes.set_xlabel("optimizer step")
+    loss_axes.set_ylabel("training loss (mean of each logging interval)")
+    rate_axes = loss_axes.twinx()
+    rate_axes.plot([row["step"] for row in steps], [row["lr"] for row in steps], color="tab:gray", linestyle="--")
+    rate_axes.set_ylabel("learning rate", color="tab:gray")
+    loss_axes.set_title("training")
+    for key, label in (("eval_f1", "F1"), ("eval_exact_match", "exact match"), ("eval_exact", "exact match")):
+        points = [row for row in evaluations if key in row]
+        if points:
+            score_axes.plot([row["step"] for row in points], [row[key] for row in points], marker="o", label=label)
+    score_axes.set_xlabel("optimizer step")
+    score_axes.set_ylabel("validation score")
+    score_axes.set_title("evaluations" if evaluations else "no evaluation during training")
+    if evaluations:
+        score_axes.legend()
+    with atomic_output(output_dir / CURVES_FILE) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    plt.close(figure)
+    return True
+
+
+@dataclass
+class RunRecord:
+    """What a finished run's card tells: its settings, the chosen evaluation and the history of all."""
+
+    settings: dict[str, Any]  # training_args.json
+    metrics: dict[str, Any] | None  # the final model's evaluation; None: not evaluated
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation during training
+    selected_step: int | None = None  # the evaluation whose weights are the final model
+    train_seconds: float = 0.0  # training time, evaluations not counted
+    steps: int = 0
+    with_curves: bool = False
+
+
+def write_model_card(output_dir: Path, record: RunRecord) -> Path:
+    """``README.md`` with the model-card metadata (model-index holding ``metrics``) and the run's story."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    settings, metrics = record.settings, record.metrics
+    model = settings["model"]
+    base_model = None if Path(model).exists() else model  # the metadata names hub models only
+    validation_data = _data_names(settings, "validation")
+    hub_dataset = settings["dataset"] if not settings.get("train_file") else None
+    results = []
+    if metrics is not None:
+        dataset_type = hub_dataset if hub_dataset and not settings.get("validation_file") else "json"
+        dataset_name = HUB_DATASETS.get(dataset_type, validation_data)
+        exact = metrics.get("exact_match", metrics.get("exact"))
+        for metric_type, name, value in (("exact_match", "Exact Match", exact), ("f1", "F1", metrics["f1"])):
+            results.append(
+                EvalResult(
+                    task_type="question-answering",
+                    task_name="Extractive Question Answering",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split="validation",
+                    metric_type=metric_type,
+                    metric_name=name,
+                    metric_value=round(float(value), 2),
+                )
+            )
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="question-answering",
+        base_model=base_model,
+        datasets=[hub_dataset] if hub_dataset else None,
+        tags=["question-answering", "squad", MODEL_CARD_TAG],
+        model_name=output_dir.name,
+        eval_results=results or None,
+    )
+    text = _card_text(record)
+    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{text}")
+    with atomic_output(output_dir / MODEL_CARD_FILE) as temporary:
+        card.save(temporary)
+    return output_dir / MODEL_CARD_FILE
+
+
+def _data_names(settings: dict[str, Any], split: str) -> str:
+    files = settings.get("train_file") if split == "train" else settings.get("validation_file")
+    if files:
+        return ", ".join(Path(name).name for name in (files if isinstance(files, list) else [files]))
+    return f"{settings['dataset']} ({split} split, Hugging Face hub)"
+
+
+def _card_text(record: RunRecord) -> str:
+    settings, metrics = record.settings, record.metrics
+    window = settings["window"]
+    lines = [
+        f"# {Path(settings['output_dir']).name}",
+        "",
+        f"`{settings['model']}` fine-tuned for extractive question answering: given a question and a passage, "
+        "it returns the span of the passage that answers it"
+        + (", or says that the passage does not." if _null_threshold(metrics) is not None else "."),
+        "",
+        "```python",
+        "from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
+        "",
+        'model = AutoModelForQuestionAnswering.from_pretrained("PATH_OR_HUB_ID")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_ID")',
+        "```",
+        "",
+        "or with this project: `python predict.py --ckpt PATH --question ... --context ...`.",
+        "",
+        "## Data",
+        "",
+        f"- training: {_data_names(settings, 'train')}"
+        + (f" (first {settings['max_train_samples']} questions)" if settings.get("max_train_samples") else ""),
+        f"- validation: {_data_names(settings, 'validation')}"
+        + (f" (first {settings['max_eval_samples']} questions)" if settings.get("max_eval_samples") else ""),
+        "",
+        "## Results",
+        "",
+    ]
+    if metrics is None:
+        lines.append("Not evaluated (no validation data, or `--no-eval`).")
+    else:
+        exact = metrics.get("exact_match", metrics.get("exact"))
+        lines += [
+            f"On {metrics['num_examples']} validation questions: exact match **{exact:.2f}**, "
+            f"F1 **{metrics['f1']:.2f}**"
+            + (f" (the evaluation at step {metrics['step']})" if "step" in metrics else "")
+            + ".",
+        ]
+        if "HasAns_f1" in metrics or "NoAns_f1" in metrics:
+            lines.append(
+                f"Answerable questions: F1 {metrics.get('HasAns_f1', float('nan')):.2f}; "
+                f"unanswerable: F1 {metrics.get('NoAns_f1', float('nan')):.2f}."
+            )
+    threshold = _null_threshold(metrics)
+    lines += [
+        "",
+        "Null threshold (SQuAD v2.0): "
+        + (
+            f"`{threshold:.4f}`, stored in `config.json` as `{NULL_THRESHOLD_KEY}`: the model says there is no "
+            "answer when the null score exceeds the best span's score by more than this."
+            if threshold is not None
+            else "none; the model always answers."
+        ),
+    ]
+    if record.history:
+        lines += ["", "| step | epoch | exact match | F1 |", "| --- | --- | --- | --- |"]
+        for row in record.history:
+            exact = row.get("exact_match", row.get("exact"))
+            mark = " (selected)" if row["step"] == record.selected_step else ""
+            lines.append(f"| {row['step']}{mark} | {row['epoch']:.2f} | {exact:.2f} | {row['f1']:.2f} |")
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"{record.steps} optimizer steps in {record.train_seconds:.0f} s of training (evaluations not counted), "
+        "with this project's hand-written PyTorch loop (AdamW, linear schedule).",
+        "",
+        "| setting | value |",
+        "| --- | --- |",
+    ]
+    shown = {
+        "learning rate": settings["lr"],
+        "epochs": settings["epochs"] if not settings.get("max_steps") else f"{settings['max_steps']} steps",
+        "batch size per device x accumulation": f"{settings['batch_size']} x {settings['grad_accum']}",
+        "warmup ratio / weight decay": f"{settings['warmup_ratio']} / {settings['weight_decay']}",
+        "max length / stride": f"{window['max_length']} / {window['stride']}",
+        "precision": settings["precision"],
+        "seed": settings["seed"],
+    }
+    for key in ("teacher", "distill_alpha", "distill_temperature", "student_layers"):
+        if settings.get(key) is not None:
+            shown[key.replace("_", " ")] = settings[key]
+    lines += [f"| {key} | {value} |" for key, value in shown.items()]
+    lines += [
+        "",
+        "Every setting is in `training_args.json`; `python train.py --config training_args.json` replays the run.",
+    ]
+    if record.with_curves:
+        lines += ["", f"![training curves]({CURVES_FILE})"]
+    return "\n".join(lines) + "\n"
+
+
+def _null_threshold(metrics: dict[str, Any] | None) -> float | None:
+    return None if metrics is None else metrics.get("null_threshold")

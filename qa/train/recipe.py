@@ -1,0 +1,183 @@
+"""The training recipe: output directory -> tokenizer -> windows -> model -> optimizer -> (resume) ->
+loop (with its evaluations, `qa.train.loop`) -> final model and model card (`qa.train.finish`).
+
+Evaluations during training (``--eval-strategy``) each write ``checkpoint-STEP`` holding their
+result files; the best one is never pruned and, with ``--load-best-model-at-end``, becomes the
+final model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qa.config.settings import raise_problems
+from qa.config.train import TrainConfig
+from qa.data.loading import load_examples, load_training_examples
+from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
+from qa.errors import QAError
+from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
+from qa.model.runtime import Runtime, main_process_first, setup_runtime, shutdown
+from qa.model.student import check_student_layers, shrink_to_layers
+from qa.model.threshold import forget_null_threshold
+from qa.train.checkpoint import (
+    clear_run,
+    holds_a_run,
+    load_training_state,
+    output_dir_lock,
+    remove_leftovers,
+    resolve_resume,
+    restore_rng_states,
+)
+from qa.train.distillation import Teacher, check_same_tokenizer
+from qa.train.finish import finish_run
+from qa.train.loop import Run, RunPosition, run_loop
+from qa.train.optimization import setup_optimization
+from qa.train.reporting import RunLog
+from qa.train.selection import BestModel
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    raise_problems(config.problems() + config.file_problems())
+    runtime = setup_runtime(config.precision)
+    try:
+        output_dir = Path(config.output_dir)
+        if not runtime.is_main:
+            return _train(config, runtime, output_dir)
+        with output_dir_lock(output_dir):
+            return _train(config, runtime, output_dir)
+    finally:
+        shutdown(runtime)
+
+
+def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str, Any]:
+    resume_from = resolve_resume(config.resume, output_dir)
+    source = str(resume_from) if resume_from else config.model
+    model_config = check_model_fits(source, config.window)
+    shrink = config.student_layers is not None and resume_from is None  # a resumed student is shrunk already
+    if shrink:
+        check_student_layers(model_config, config.student_layers, source)
+    tokenizer = load_tokenizer(source)
+    if config.teacher is not None:
+        check_model_fits(config.teacher, config.window)
+        check_same_tokenizer(load_tokenizer(config.teacher), tokenizer, config.teacher, config.model)
+    if runtime.is_main:
+        _prepare_output_dir(config, output_dir, tokenizer)
+    log = RunLog(output_dir, runtime, config.report_to)
+    torch.manual_seed(config.seed)
+    examples, windows = _setup_data(config, runtime, tokenizer)
+    raw_model = load_qa_model(source, require_qa_head=False)
+    if shrink:
+        kept = shrink_to_layers(raw_model, config.student_layers, source)
+        log.say(f"student: layers {kept} of {source}")
+    raw_model = raw_model.to(runtime.device)
+    inherited = forget_null_threshold(raw_model)
+    if inherited is not None:
+        log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")
+    model = raw_model
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
+    run = Run(
+        config,
+        runtime,
+        output_dir,
+        tokenizer,
+        windows,
+        model,
+        raw_model,
+        setup_optimization(config, runtime, raw_model, windows),
+        log=log,
+        trains_unanswerable=not all(answers["text"] for answers in examples["answers"]),
+        validation=_load_validation(config) if config.eval and config.has_validation_data else None,
+        best=BestModel(config.metric_for_best_model, config.early_stopping_patience, config.early_stopping_threshold),
+        teacher=Teacher(config.teacher, runtime.device) if config.teacher is not None else None,
+    )
+    if resume_from is not None:
+        _restore(run, resume_from)
+    log.say(_plan(run, len(examples)))
+
+    log.start(resumed_at=run.position.step if resume_from is not None else None)
+    try:
+        run_loop(run)
+    finally:
+        log.close()
+    seconds = log.training_seconds
+    windows_per_s = log.windows_seen / max(seconds, 1e-9)
+    summary: dict[str, Any] = {
+        "steps": run.position.step,
+        "seconds": round(seconds, 2),
+        "windows_per_s": round(windows_per_s, 2),
+        "output_dir": str(output_dir),
+    }
+    log.say(
+        f"trained {run.position.step} steps in {seconds:.1f}s of training ({windows_per_s:.2f} windows/s)"
+        + (" and stopped early" if run.stopped_early else "")
+    )
+    summary["metrics"] = finish_run(run, run.train_seconds + seconds)
+    return summary
+
+
+def _prepare_output_dir(config: TrainConfig, output_dir: Path, tokenizer: Any) -> None:
+    """Refuse to mix two runs in one directory (unless resuming or told to start clean)."""
+    remove_leftovers(output_dir)
+    if config.resume is None and holds_a_run(output_dir):
+        if not config.overwrite_output_dir:
+            raise QAError(
+                f"--output-dir {output_dir} already holds a trained model or checkpoints; continue it with "
+                "--resume, start clean with --overwrite-output-dir, or pick another directory"
+            )
+        clear_run(output_dir, list(getattr(tokenizer, "vocab_files_names", {}).values()) + _TOKENIZER_FILES)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+_TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
+
+
+def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[Any, TrainWindows]:
+    """Examples and their windows; rank 0 tokenises (or reads the cache) first, the others then read the cache."""
+    examples = load_training_examples(config.dataset, config.train_file, max_samples=config.max_train_samples)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    with main_process_first(runtime):
+        windows = build_train_windows(
+            examples, tokenizer, config.window, cache_dir=cache_dir, progress=config.progress and runtime.is_main
+        )
+    return examples, windows
+
+
+def _restore(run: Run, checkpoint: Path) -> None:
+    state = load_training_state(checkpoint)
+    try:
+        run.opt.optimizer.load_state_dict(state["optimizer"])
+        run.opt.scheduler.load_state_dict(state["scheduler"])
+        run.opt.scaler.load_state_dict(state["scaler"])
+        run.position = RunPosition(**state["position"])
+        restore_rng_states(state["rng"][min(run.runtime.rank, len(state["rng"]) - 1)])
+        if "evaluations" in state:  # checkpoints of older versions have no evaluation history
+            run.best.load_state_dict(state["evaluations"])
+        run.train_seconds = state.get("clock", {}).get("train_seconds", 0.0)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise QAError(f"{checkpoint}: the training state does not fit this run ({error})") from None
+    run.log.say(f"resumed from {checkpoint} at step {run.position.step} (epoch {run.position.epoch})")
+
+
+def _plan(run: Run, num_examples: int) -> str:
+    config, runtime = run.config, run.runtime
+    return (
+        f"{num_examples} examples -> {len(run.windows)} windows; {run.opt.total_steps} optimizer steps of "
+        f"{config.batch_size * runtime.world_size * config.grad_accum} windows ({config.batch_size} per device x "
+        f"{runtime.world_size} devices x {config.grad_accum} accumulation); {runtime.device.type} {runtime.precision}"
+        + (
+            f"; distilling from {config.teacher} (alpha {config.distill_alpha}, T {config.distill_temperature})"
+            if config.teacher
+            else ""
+        )
+    )
+
+
+def _load_validation(config: TrainConfig) -> Any:
+    return load_examples(
+        config.dataset, "validation", config.validation_file, for_training=False, max_samples=config.max_eval_samples
+    )

@@ -1,0 +1,168 @@
+"""What a training run tells as it goes: messages on stderr, ``train_log.jsonl``, the progress bar
+and, when asked for, TensorBoard event files under ``OUTPUT_DIR/runs``.
+
+Only rank 0 reports. Step losses and gradient norms stay on the device and are read back once
+per logging interval (`StepMeter`), so reporting never makes the loop wait for the device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qa.errors import QAError
+from qa.files import LOG_FILE, TENSORBOARD_DIR, write_text_atomically
+from qa.model.runtime import Runtime
+from qa.train.checkpoint import list_checkpoints
+
+
+class StepMeter:
+    """Each step's loss and gradient norm (before clipping), kept on the device; read back (one sync)
+    once per logging interval as the interval's means, stopping the run, with its step, at the first
+    non-finite loss."""
+
+    def __init__(self, log_steps: int, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.buffer = torch.zeros(log_steps, 2, device=runtime.device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor | None = None) -> None:
+        self.buffer[self.count, 0] = loss
+        self.buffer[self.count, 1] = grad_norm if grad_norm is not None else float("nan")
+        self.count += 1
+
+    def read(self, step: int, output_dir: Path) -> tuple[float, float] | None:
+        """The mean loss and gradient norm since the last read (None if no step since), after `check`."""
+        host = self.check(step, output_dir)
+        self.count = 0
+        if not host:
+            return None
+        return sum(row[0] for row in host) / len(host), sum(row[1] for row in host) / len(host)
+
+    def check(self, step: int, output_dir: Path) -> list[list[float]]:
+        """The interval's [loss, grad norm] rows on the host; a non-finite loss stops the run with its step."""
+        if self.count == 0:
+            return []
+        values = self.buffer[: self.count].clone()
+        if self.runtime.distributed:
+            torch.distributed.all_reduce(values)
+            values /= self.runtime.world_size
+        host = values.tolist()
+        first_step = step - self.count + 1
+        for offset, (loss, _) in enumerate(host):
+            if not math.isfinite(loss):
+                kept = list_checkpoints(output_dir)
+                raise QAError(
+                    f"loss became {loss} at step {first_step + offset}; stopped without saving. Last good "
+                    f"checkpoint: {kept[-1] if kept else 'none'}; try a lower --lr or --precision fp32"
+                )
+        return host
+
+
+class RunLog:
+    """Messages on stderr, ``train_log.jsonl`` and TensorBoard, from rank 0 only.
+
+    ``train_log.jsonl`` holds one line per logging interval (step, epoch, mean loss and gradient norm,
+    learning rate, windows/s of training so far, evaluation time left out) and one per evaluation
+    (its scores, prefixed ``eval_``, and its seconds).
+    """
+
+    def __init__(self, output_dir: Path, runtime: Runtime, report_to: str = "none") -> None:
+        self.enabled = runtime.is_main
+        self.path = output_dir / LOG_FILE
+        self.tensorboard_dir = output_dir / TENSORBOARD_DIR
+        self.report_to = report_to
+        self.began = time.perf_counter()
+        self.windows_seen = 0
+        self.paused_seconds = 0.0  # evaluations: not training time
+        self.writer: Any = None
+
+    def start(self, resumed_at: int | None) -> None:
+        """Begin (or continue) the record. On a resume, what was logged after the checkpoint is dropped:
+        those steps run again, so the log and TensorBoard show each step once."""
+        self.began = time.perf_counter()
+        if not self.enabled:
+            return
+        if resumed_at is not None and self.path.is_file():
+            kept = [
+                line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= resumed_at
+            ]
+            write_text_atomically(self.path, "".join(line + "\n" for line in kept))
+        if self.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: events a killed run wrote past the checkpoint are hidden from TensorBoard.
+            self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir), purge_step=resumed_at)
+
+    @property
+    def training_seconds(self) -> float:
+        return time.perf_counter() - self.began - self.paused_seconds
+
+    def say(self, message: str) -> None:
+        if self.enabled:
+            print(message, file=sys.stderr, flush=True)
+
+    def record_interval(
+        self, means: tuple[float, float] | None, step: int, epoch: float, learning_rate: float, bar: Any
+    ) -> None:
+        if not self.enabled or means is None:
+            return
+        loss, grad_norm = means
+        windows_per_s = self.windows_seen / max(self.training_seconds, 1e-9)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}", win_s=f"{windows_per_s:.1f}")
+        fields = {
+            "step": step,
+            "epoch": round(epoch, 4),
+            "loss": loss,  # mean over the steps since the previous record
+            "grad_norm": grad_norm if math.isfinite(grad_norm) else None,  # mean, before clipping
+            "lr": learning_rate,
+            "windows_per_s": round(windows_per_s, 2),
+            "elapsed_s": round(time.perf_counter() - self.began, 2),
+        }
+        self._append(fields)
+        self._scalars("train", step, loss=loss, learning_rate=learning_rate, windows_per_second=windows_per_s)
+        if fields["grad_norm"] is not None:
+            self._scalars("train", step, grad_norm=grad_norm)
+
+    def record_evaluation(self, step: int, epoch: float, summary: dict[str, Any], seconds: float, bar: Any) -> None:
+        if not self.enabled:
+            return
+        scores = {key: value for key, value in summary.items() if key not in ("step", "epoch", "value")}
+        self._append(
+            {
+                "step": step,
+                "epoch": round(epoch, 4),
+                **{f"eval_{k}": v for k, v in scores.items()},
+                "eval_seconds": round(seconds, 2),
+            }
+        )
+        self._scalars("eval", step, seconds=seconds, **{k: v for k, v in scores.items() if v is not None})
+        bar.set_postfix(f1=f"{scores['f1']:.2f}", step=step, refresh=False)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def _append(self, fields: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(fields) + "\n")
+
+    def _scalars(self, group: str, step: int, **values: float) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"{group}/{name}", value, step)
+
+
+def read_log(output_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's train_log.jsonl (none when there is no log)."""
+    path = output_dir / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
