@@ -207,3 +207,61 @@ def test_bad_config_files_are_one_line(tmp_path, capsys, settings, fragment):
         train_cmd.main(["--config", str(path)])
     err = capsys.readouterr().err
     assert caught.value.code == 2 and fragment in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------- hardening: --config meets the rules of the flags
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"metric_for_best_model": "loss"}, "'metric_for_best_model' must be one of f1, exact_match, got 'loss'"),
+        ({"eval_strategy": "sometimes"}, "'eval_strategy' must be one of no, steps, epoch, got 'sometimes'"),
+        ({"report_to": "wandb"}, "'report_to' must be one of none, tensorboard, got 'wandb'"),
+        ({"precision": "int8"}, "'precision' must be one of auto, fp32, bf16, fp16, got 'int8'"),
+        ({"max_steps": 6.0}, "'max_steps' must be an integer, got 6.0"),
+    ],
+)
+def test_config_values_meet_the_rule_of_their_flag_and_name_the_key_and_file(tmp_path, capsys, settings, fragment):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as caught:
+        train_cmd.main(["--config", str(path), "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and err.count("\n") == 1, err
+    assert f"--config {path}: {fragment}" in err
+    assert not out.exists()  # refused before any work: no train_log.jsonl, no lock
+
+
+def test_config_given_a_directory_says_so(tmp_path):
+    with pytest.raises(QAError, match=f"--config {tmp_path}: is a directory"):
+        train_cmd.config_from_args(["--config", str(tmp_path)])
+
+
+def test_flags_given_win_over_the_settings_of_the_file_that_they_imply(tmp_path):
+    path = tmp_path / "training_args.json"
+    path.write_text(json.dumps({"max_steps": 6, "eval_strategy": "steps", "eval_steps": 2, "validation_file": None}))
+    by_epochs = train_cmd.config_from_args(["--config", str(path), "--epochs", "2"])
+    assert (by_epochs.max_steps, by_epochs.epochs) == (None, 2.0)
+    by_epoch_evaluations = train_cmd.config_from_args(["--config", str(path), "--eval-strategy", "epoch"])
+    assert (by_epoch_evaluations.eval_strategy, by_epoch_evaluations.eval_steps) == ("epoch", None)
+    kept = train_cmd.config_from_args(["--config", str(path), "--eval-strategy", "steps"])
+    assert (kept.eval_strategy, kept.eval_steps, kept.max_steps) == ("steps", 2, 6)
+    unevaluated = train_cmd.config_from_args(["--config", str(path), "--no-eval"])
+    assert unevaluated.evaluation_schedule == "no" and unevaluated.eval_steps is None
+
+
+def test_eval_steps_alone_means_steps_and_without_validation_data_is_refused(tmp_path):
+    data = tmp_path / "train.json"
+    data.write_text("{}")
+    config = train_cmd.config_from_args(["--train-file", str(data), "--validation-file", str(data), "--eval-steps", "3"])
+    assert (config.evaluation_schedule, config.eval_steps) == ("steps", 3)
+    hub_default = train_cmd.config_from_args(["--eval-steps", "3"])  # the hub dataset's validation split
+    assert hub_default.evaluation_schedule == "steps"
+    for argv, reason in (
+        (["--train-file", str(data), "--eval-steps", "3"], "no validation data"),
+        (["--eval-steps", "3", "--no-eval"], "--no-eval"),
+    ):
+        with pytest.raises(QAError, match=f"--eval-steps needs validation data to evaluate on: {reason}"):
+            train_cmd.config_from_args(argv)

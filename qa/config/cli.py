@@ -178,7 +178,14 @@ def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], ar
     given = given_flags(config_class, argv)
     config_file = values.pop("config", None)
     if config_file is not None:
-        values.update(settings_from_file(config_class, Path(config_file), given))
+        from_file = settings_from_file(config_class, Path(config_file), given)
+        # A flag given wins over the file, and so over the file's settings that would override what it says.
+        clears = getattr(config_class, "settings_cleared_by", None)
+        for name in given if clears else ():
+            for cleared in clears(name, values[name]):
+                if cleared not in given:
+                    from_file.pop(cleared, None)
+        values.update(from_file)
     hints = typing.get_type_hints(config_class)
     nested = {
         item.name: settings_as_trained(hints[item.name], values)
@@ -210,6 +217,8 @@ def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[
     are refused together in one error; fields marked ``replayed=False`` (--resume, --overwrite-output-dir:
     how one invocation treats its output directory) are not taken from a file."""
     where = f"--config {path}"
+    if path.is_dir():
+        raise QAError(f"{where}: is a directory, not a JSON file (give its training_args.json, say)")
     if not path.is_file():
         raise QAError(f"{where}: no such file")
     document = read_json_object(path, "the settings")
@@ -228,7 +237,7 @@ def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[
             unknown.append(shown)
         elif item.metadata.get("replayed", True) and key not in given:
             annotation = typing.get_type_hints(owner)[key]
-            problem = _type_problem(annotation, value)
+            problem = _type_problem(annotation, value) or _choice_problem(item.metadata.get("choices"), value)
             if problem:
                 problems.append(f"'{shown}' {problem}")
             else:
@@ -250,6 +259,13 @@ def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[
     return values
 
 
+def _choice_problem(choices: tuple | None, value: Any) -> str | None:
+    """A value from a file meets the rule of its flag: one of the flag's choices."""
+    if choices is None or value is None or value in choices:
+        return None
+    return f"must be one of {', '.join(map(str, choices))}, got {value!r}"
+
+
 def _type_problem(annotation: Any, value: Any) -> str | None:
     if value is None:
         return None if type(None) in typing.get_args(annotation) else "must not be null"
@@ -266,7 +282,8 @@ def _type_problem(annotation: Any, value: Any) -> str | None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     else:
         ok = isinstance(value, plain)
-    return None if ok else f"must be {'a number' if plain in (int, float) else plain.__name__}, got {value!r}"
+    wanted = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(plain, plain.__name__)
+    return None if ok else f"must be {wanted}, got {value!r}"
 
 
 def command_parser(prog: str, description: str, config_class: type, settings_file: bool = False) -> ArgumentParser:

@@ -266,10 +266,23 @@ class TrainConfig(Distillation, EvalDuringTraining, Output, Hardware, Optimisati
 
     @property
     def evaluation_schedule(self) -> str:
-        """--eval-strategy resolved: its default follows the validation data and --no-eval."""
+        """--eval-strategy resolved: its default follows the validation data and --no-eval, and
+        --eval-steps N alone means steps (as `Trainer` users expect), never an ignored flag."""
         if not self.eval or not self.has_validation_data:
             return "no"
-        return self.eval_strategy or "epoch"
+        return self.eval_strategy or ("steps" if self.eval_steps is not None else "epoch")
+
+    @staticmethod
+    def settings_cleared_by(name: str, value: Any) -> tuple[str, ...]:
+        """Settings of a --config file that a flag given on the command line clears, because they would
+        override what the flag says (a replayed max_steps against --epochs) or contradict it."""
+        if name == "epochs":
+            return ("max_steps",)
+        if name == "eval_strategy" and value != "steps":
+            return ("eval_steps",)
+        if name == "eval" and value is False:  # --no-eval
+            return ("eval_strategy", "eval_steps", "early_stopping_patience")
+        return ()
 
     def problems(self) -> list[str]:
         return [
@@ -291,9 +304,11 @@ class TrainConfig(Distillation, EvalDuringTraining, Output, Hardware, Optimisati
         problems.finite(self, "early_stopping_threshold")
         problems.need(self.early_stopping_threshold >= 0, "--early-stopping-threshold must be >= 0")
         schedule = self.evaluation_schedule
+        reason = "--no-eval" if not self.eval else "no validation data (give --validation-file)"
         if self.eval_strategy in ("steps", "epoch") and schedule == "no":
-            reason = "--no-eval" if not self.eval else "no validation data (give --validation-file)"
             problems.append(f"--eval-strategy {self.eval_strategy} needs validation data to evaluate on: {reason}")
+        elif self.eval_steps is not None and schedule == "no":
+            problems.append(f"--eval-steps needs validation data to evaluate on: {reason}")
         problems.need(schedule != "steps" or self.eval_steps is not None, "--eval-strategy steps needs --eval-steps N")
         problems.need(
             self.eval_steps is None or self.eval_strategy in (None, "steps"),

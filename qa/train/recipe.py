@@ -99,7 +99,8 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         _restore(run, resume_from)
     log.say(_plan(run, len(examples)))
 
-    log.start(resumed_at=run.position.step if resume_from is not None else None)
+    first_step = run.position.step
+    log.start(resumed_at=first_step if resume_from is not None else None)
     try:
         run_loop(run)
     finally:
@@ -112,8 +113,11 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         "windows_per_s": round(windows_per_s, 2),
         "output_dir": str(output_dir),
     }
+    done_now = run.position.step - first_step
     log.say(
-        f"trained {run.position.step} steps in {seconds:.1f}s of training ({windows_per_s:.2f} windows/s)"
+        f"trained {done_now} steps"
+        + (f" ({run.position.step} in all)" if first_step else "")
+        + f" in {seconds:.1f}s of training ({windows_per_s:.2f} windows/s)"
         + (" and stopped early" if run.stopped_early else "")
     )
     summary["metrics"] = finish_run(run, run.train_seconds + seconds)
@@ -161,6 +165,11 @@ def _restore(run: Run, checkpoint: Path) -> None:
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise QAError(f"{checkpoint}: the training state does not fit this run ({error})") from None
     run.log.say(f"resumed from {checkpoint} at step {run.position.step} (epoch {run.position.epoch})")
+    # The stop decision is part of the record: a run that stopped early (or was killed between its stop
+    # and its final model) is finished, not continued.
+    run.stopped_early = run.best.should_stop
+    if run.stopped_early:
+        run.log.say(f"the run stopped early at step {run.position.step}; nothing is left to train")
 
 
 def _plan(run: Run, num_examples: int) -> str:

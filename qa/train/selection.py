@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from qa.errors import QAError
+
 
 def metric_value(metrics: dict[str, Any], name: str) -> float:
     """``f1`` or ``exact_match`` of one evaluation's metrics, for SQuAD v1.1 and v2.0 keys alike.
@@ -59,7 +61,23 @@ class BestModel:
         return asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # The run's own settings stay (they may not change across a resume anyway); the record is restored.
+        """Restore the record of a resumed run. The settings that decide selection must be those the run
+        began with: another metric would compare values of two metrics, another patience or threshold
+        would stop where the uninterrupted run does not (checkpoints of older versions lack them)."""
+        changed = [
+            f"{flag} {mine} (the run began with {state[key]})"
+            for key, flag, mine in (
+                ("metric", "--metric-for-best-model", self.metric),
+                ("patience", "--early-stopping-patience", self.patience),
+                ("threshold", "--early-stopping-threshold", self.threshold),
+            )
+            if key in state and state[key] != mine
+        ]
+        if changed:
+            raise QAError(
+                f"{'; '.join(changed)}: a resumed run keeps the settings that select its best model and stop it "
+                "early; give the values it began with, or start a new run"
+            )
         self.history = list(state["history"])
         self.best_step, self.best_value = state["best_step"], state["best_value"]
         self.without_improvement = state["without_improvement"]
