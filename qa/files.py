@@ -79,6 +79,16 @@ def json_text(value: Any, **options: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, **options) + "\n"
 
 
+# JSON may hold these raw, but str.splitlines() (and so many JSON Lines readers) splits lines at them.
+_LINE_BREAKS_TO_ESCAPE = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
+
+def json_line(value: Any) -> str:
+    """One JSON Lines record: readable UTF-8, with the line separators that ``str.splitlines`` splits at
+    escaped, so that every reader sees one line per record."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS_TO_ESCAPE)
+
+
 def write_json(path: Path, value: Any, **options: Any) -> None:
     """Write JSON atomically (see `atomic_output`)."""
     write_text_atomically(path, json_text(value, **options))

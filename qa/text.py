@@ -101,13 +101,34 @@ def parse_json(text: str, where: str) -> Any:
         raise QAError(f"{where}: invalid JSON: nested too deeply") from None
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that names a key twice: json.loads would keep the last value without a word."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise DuplicateKey(f"duplicate key {key!r}")
+        found[key] = value
+    return found
+
+
+def loads_record(text: str) -> Any:
+    """``json.loads`` for a record (a JSON Lines line, an HTTP body): a key given twice is refused
+    (`DuplicateKey`), not silently the last one."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def jsonl_records(text: str, where: str) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` of every non-blank line of a JSON Lines text."""
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            yield number, loads_record(line)
+        except DuplicateKey as error:
+            raise QAError(f"{where}: line {number}: {error}") from None
         except json.JSONDecodeError as error:
             raise QAError(f"{where}: line {number}: invalid JSON ({error.msg})") from None
         except RecursionError:

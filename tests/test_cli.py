@@ -255,7 +255,9 @@ def test_flags_given_win_over_the_settings_of_the_file_that_they_imply(tmp_path)
 def test_eval_steps_alone_means_steps_and_without_validation_data_is_refused(tmp_path):
     data = tmp_path / "train.json"
     data.write_text("{}")
-    config = train_cmd.config_from_args(["--train-file", str(data), "--validation-file", str(data), "--eval-steps", "3"])
+    config = train_cmd.config_from_args(
+        ["--train-file", str(data), "--validation-file", str(data), "--eval-steps", "3"]
+    )
     assert (config.evaluation_schedule, config.eval_steps) == ("steps", 3)
     hub_default = train_cmd.config_from_args(["--eval-steps", "3"])  # the hub dataset's validation split
     assert hub_default.evaluation_schedule == "steps"

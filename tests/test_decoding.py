@@ -114,3 +114,19 @@ def test_no_valid_span_gives_empty_answer():
     start = np.array([0, 0, 0], dtype=np.float32)
     [prediction] = vectorised([(0, start, start, offsets)], ["alpha"], 20, 0)
     assert prediction.text == "" and prediction.score is None
+
+
+def test_a_span_found_in_two_overlapping_windows_is_listed_once_with_its_best_score():
+    context = "zero one two three four five six seven"
+    first = [None, (0, 4), (5, 8), (9, 12), (13, 18), None]
+    second = [None, (9, 12), (13, 18), (19, 23), (24, 28), None]  # "two three" is in both windows
+    start_first = np.array([0, 0, 0, 4, 0, 0], dtype=np.float32)
+    end_first = np.array([0, 0, 0, 0, 4, 0], dtype=np.float32)
+    start_second = np.array([0, 5, 0, 1, 0, 0], dtype=np.float32)
+    end_second = np.array([0, 0, 5, 0, 1, 0], dtype=np.float32)
+    windows = [(0, start_first, end_first, first), (0, start_second, end_second, second)]
+    [prediction] = vectorised(windows, [context], 15, 30, with_nbest=True)
+    spans = [(candidate.start, candidate.end) for candidate in prediction.nbest]
+    assert len(spans) == len(set(spans)) == 15
+    assert spans[0] == (9, 18) and prediction.nbest[0].score == pytest.approx(10.0)  # the second window's score
+    assert prediction.text == "two three"

@@ -141,3 +141,28 @@ def test_max_answer_length_limits_the_span(arranged_model_dir, capsys):
     predict_cmd.main([*argv, "--max-answer-length", "1"])
     short = json.loads(capsys.readouterr().out)
     assert short["answer"] in {"Denver", "Broncos"}
+
+
+def test_input_follows_the_server_rules_for_fields_and_says_what_json_lines_is(arranged_model_dir, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    argv = ["--ckpt", str(arranged_model_dir), "--input", str(path)]
+    path.write_text(json.dumps({"question": "Who won?", "context": "The Broncos won.", "contxt": "x"}) + "\n")
+    expect_error(capsys, argv, "line 1, field 'contxt' is not a field of a question")
+    path.write_text(json.dumps({"Question": "Who won?", "context": "The Broncos won."}) + "\n")
+    expect_error(capsys, argv, "field 'question' is missing (found 'Question': field names are lower case)")
+    path.write_text(json.dumps([{"question": "Who won?", "context": "The Broncos won."}]) + "\n")
+    expect_error(capsys, argv, "line 1", "JSON Lines holds one object per line, not a JSON array")
+    path.write_text('{"question": "Who won?", "context": "The Broncos won.", "context": "x"}\n')
+    expect_error(capsys, argv, "line 1: duplicate key 'context'")
+
+
+def test_json_lines_output_splits_into_one_record_per_line_with_any_splitter(arranged_model_dir, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    ids = [f"café{separator}b" for separator in "\u2028\u2029\x85"]
+    context = "The Denver Broncos won."
+    path.write_text("\n".join(json.dumps({"id": i, "question": "Who won?", "context": context}) for i in ids) + "\n")
+    predict_cmd.main(["--ckpt", str(arranged_model_dir), "--input", str(path)])
+    out = capsys.readouterr().out
+    lines = out.splitlines()  # also splits at U+2028, U+2029 and U+0085
+    assert len(lines) == 3 and [json.loads(line)["id"] for line in lines] == ids
+    assert "\\u2028" in out and "café" in out  # the separators escaped, the rest readable UTF-8

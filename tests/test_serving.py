@@ -5,6 +5,8 @@ import shutil
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from selenium import webdriver
@@ -229,3 +231,18 @@ def test_the_openapi_schema_describes_the_real_request_and_responses(server):
     assert question["required"] == ["question", "context"] and question["additionalProperties"] is False
     assert question["properties"]["context"]["maxLength"] == 5000  # --max-context-chars
     assert {"200", "400", "408", "413", "422", "500", "503"} <= set(operation["responses"])
+
+
+def test_a_body_that_is_not_json_by_content_type_or_names_a_key_twice_is_refused(server):
+    body = json.dumps({"question": "Who won?", "context": CONTEXT}).encode()
+    request = urllib.request.Request(server + "/answer", data=body, headers={"Content-Type": "text/plain"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 415 and "application/json" in json.loads(refused.value.read())["error"]
+    twice = b'{"question": "Who won?", "context": "%s", "question": "Who lost?"}' % CONTEXT.encode()
+    status, answer, _ = call(server, "/answer", raw=twice)
+    assert status == 400 and "duplicate key 'question'" in answer["error"]
+    near = json.dumps({"Question": "Who won?", "context": CONTEXT}).encode()
+    status, answer, _ = call(server, "/answer", raw=near)
+    assert status == 422 and answer["field"] == "question" and "found 'Question'" in answer["error"]
+    assert call(server, "/answer", {"question": "Who won?", "context": CONTEXT})[0] == 200

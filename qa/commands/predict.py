@@ -8,7 +8,6 @@ carrying that line's own id (default: its line number); ids need not be unique
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from qa.config.cli import command_parser, parse_config
 from qa.config.predict import PredictConfig
 from qa.data.questions import Question, QuestionProblem, check_text_field, question_from_json
 from qa.errors import QAError, exit_on_qa_error
+from qa.files import json_line
 from qa.text import jsonl_records, read_stdin, read_text
 
 
@@ -58,9 +58,12 @@ def _read_jsonl(name: str, config: PredictConfig) -> list[Question]:
     questions = []
     for number, record in jsonl_records(read_text(path), str(path)):
         try:
-            question = question_from_json(record, max_top_k=config.decode.n_best, default_top_k=config.top_k)
+            question = question_from_json(
+                record, max_top_k=config.decode.n_best, default_top_k=config.top_k, known_fields_only=True
+            )
         except QuestionProblem as problem:
-            raise QAError(f"{path}: line {number}, {problem.describe()}") from None
+            hint = " (JSON Lines holds one object per line, not a JSON array)" if isinstance(record, list) else ""
+            raise QAError(f"{path}: line {number}, {problem.describe()}{hint}") from None
         if question.id is None:
             question.id = str(number)  # the default id: the line number
         questions.append(question)
@@ -85,9 +88,9 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     results = reader.answer(questions)
     for question, answers in zip(questions, results, strict=True):
         if from_file:
-            print(json.dumps(shape_answers(answers, question), ensure_ascii=False))
+            print(json_line(shape_answers(answers, question)))
         elif config.json:
-            print(json.dumps(answers[0] if config.top_k == 1 else answers, ensure_ascii=False))
+            print(json_line(answers[0] if config.top_k == 1 else answers))
         else:
             for answer in answers:
                 print(answer["answer"] if not answer.get("no_answer") else "(no answer: the context does not say)")

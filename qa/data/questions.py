@@ -56,6 +56,10 @@ def question_from_json(
     """A `Question` from one JSON object, or `QuestionProblem` naming the first field at fault."""
     if not isinstance(item, dict):
         raise QuestionProblem(None, "expected an object with 'question' and 'context'")
+    for name in ("question", "context"):
+        near = [key for key in item if isinstance(key, str) and key != name and key.strip().lower() == name]
+        if name not in item and near:
+            raise QuestionProblem(name, f"is missing (found {near[0]!r}: field names are lower case)")
     question = check_text_field("question", item.get("question"))
     context = check_text_field("context", item.get("context"))
     if max_context_chars is not None and len(context) > max_context_chars:

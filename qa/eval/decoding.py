@@ -241,29 +241,31 @@ def _attach_nbest(
         null_index = len(scores)
         if null_ranking_scores is not None:
             scores = np.append(scores, null_ranking_scores[example])
-        ranked = np.argsort(-scores, kind="stable")[:n_best]
-        ranked = ranked[np.isfinite(scores[ranked])]
-        if not len(ranked):
+        # Overlapping windows find the same span more than once: each span is listed once, with its best
+        # score (the first met in score order), so the list holds n_best different answers.
+        kept: list[tuple[int, float, tuple[int, int]]] = []
+        seen: set[tuple[int, int]] = set()
+        for flat in np.argsort(-scores, kind="stable").tolist():
+            if len(kept) == n_best or not np.isfinite(scores[flat]):
+                break
+            if flat == null_index:
+                span = (-1, -1)  # the empty answer: never a duplicate of a span
+            else:
+                span = _char_span(offsets, start_top, end_top, windows[flat // (k * k)], flat % (k * k))
+            if span in seen:
+                continue
+            seen.add(span)
+            kept.append((flat, float(scores[flat]), span))
+        if not kept:
             continue
-        top = scores[ranked]
+        top = np.array([score for _, score, _ in kept])
         probabilities = np.exp(top - top.max())
         probabilities /= probabilities.sum()
         candidates = []
-        for flat, probability in zip(ranked.tolist(), probabilities.tolist()):
+        for (flat, score, (start_char, end_char)), probability in zip(kept, probabilities.tolist()):
             if flat == null_index:
-                candidates.append(
-                    Candidate(text="", start=0, end=0, score=float(scores[flat]), probability=probability)
-                )
-                continue
-            window = windows[flat // (k * k)]
-            start_char, end_char = _char_span(offsets, start_top, end_top, window, flat % (k * k))
-            candidates.append(
-                Candidate(
-                    text=contexts[example][start_char:end_char],
-                    start=start_char,
-                    end=end_char,
-                    score=float(scores[flat]),
-                    probability=probability,
-                )
-            )
+                candidates.append(Candidate(text="", start=0, end=0, score=score, probability=probability))
+            else:
+                text = contexts[example][start_char:end_char]
+                candidates.append(Candidate(text, start_char, end_char, score, probability))
         predictions[example].nbest = candidates

@@ -10,7 +10,7 @@ from typing import Any
 from qa.config.predict import PredictConfig
 from qa.data.questions import Question, QuestionProblem, question_from_json
 from qa.errors import QAError
-from qa.text import BOM
+from qa.text import BOM, DuplicateKey, loads_record
 
 try:
     from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,9 @@ def parse_questions(body: bytes, config: PredictConfig) -> tuple[list[Question],
     except UnicodeDecodeError as error:
         raise BadRequest(400, f"the body is not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        document = json.loads(text.removeprefix(BOM))
+        document = loads_record(text.removeprefix(BOM))
+    except DuplicateKey as error:
+        raise BadRequest(400, f"invalid JSON: {error}") from None
     except json.JSONDecodeError as error:
         raise BadRequest(400, f"invalid JSON ({error})") from None
     except RecursionError:
@@ -107,6 +109,7 @@ ERROR_STATUSES = {
     405: "method not allowed (see the Allow header)",
     408: "headers or body not sent within --read-timeout-s",
     413: "body, context or number of questions over the limit",
+    415: "a Content-Type other than application/json",
     422: "a field is missing, of the wrong type, empty, not valid Unicode or unknown",
     500: "internal error, logged with the request id",
     503: "busy (Retry-After) or not answered within --answer-timeout-s",

@@ -93,6 +93,9 @@ def build_app(answerer: Any, config: PredictConfig) -> Any:
     async def answer(request: Request) -> Any:
         request_id = uuid.uuid4().hex[:16]
         try:
+            media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise BadRequest(415, f"the body must be JSON (Content-Type: application/json), not {media_type}")
             declared = int(request.headers.get("content-length") or 0)
             if declared > config.max_body_bytes:
                 raise BadRequest(413, f"request body over {config.max_body_bytes} bytes")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from qa.errors import QAError
-from qa.files import LOG_FILE, TENSORBOARD_DIR, write_text_atomically
+from qa.files import LOG_FILE, TENSORBOARD_DIR, json_line, write_text_atomically
 from qa.model.runtime import Runtime
 from qa.train.checkpoint import list_checkpoints
 
@@ -152,7 +152,7 @@ class RunLog:
 
     def _append(self, fields: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
-            handle.write(json.dumps(fields) + "\n")
+            handle.write(json_line(fields) + "\n")
 
     def _scalars(self, group: str, step: int, **values: float) -> None:
         if self.writer is not None:
