@@ -329,3 +329,43 @@ def test_checkpoint_typos_and_the_missing_default_say_what_is_wrong(tmp_path, ca
     monkeypatch.chdir(tmp_path)
     one_line_error(capsys, evaluate_cmd.main, [], "no checkpoint at ./finetuned-squad", "train.py")
     one_line_error(capsys, evaluate_cmd.main, ["--ckpt", "./out-typo"], "out-typo: no such model directory")
+
+
+# ---------------------------------------------------------------- a failed start leaves nothing behind
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--model", "not-a-hub-model-here"),  # offline: the hub is not reached (HF_HUB_OFFLINE in the suite)
+        ("--student-layers", "9"),  # more layers than the model has
+        ("--teacher", "no-such-teacher"),
+    ],
+)
+def test_a_train_run_that_fails_before_doing_work_leaves_no_directory_and_no_lock(
+    tiny_model_dir, tmp_path, capsys, extra
+):
+    data = write_squad_json(tmp_path / "train.json")
+    out = tmp_path / "finetuned"
+    argv = ["--model", str(tiny_model_dir), "--train-file", str(data), "--output-dir", str(out), *extra]
+    with pytest.raises(SystemExit) as caught:
+        train_cmd.main([*argv, "--no-progress", "--cache-dir", str(tmp_path / "cache")])
+    assert caught.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    if extra[0] == "--model":
+        assert err.startswith("error: --model not-a-hub-model-here:"), err
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("the user's")
+    with pytest.raises(SystemExit):
+        train_cmd.main([*argv[:-2], "--output-dir", str(existing), *extra, "--cache-dir", str(tmp_path / "cache")])
+    assert sorted(item.name for item in existing.iterdir()) == ["notes.txt"]
+
+
+def test_evaluate_refusing_a_checkpoint_leaves_no_output_directory(tmp_path, capsys):
+    data = write_squad_json(tmp_path / "dev.json")
+    out, not_a_model = tmp_path / "results", tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    with pytest.raises(SystemExit):
+        evaluate_cmd.main(["--ckpt", str(not_a_model), "--validation-file", str(data), "--output-dir", str(out)])
+    assert "not a model directory" in capsys.readouterr().err and not out.exists()

@@ -393,3 +393,16 @@ def test_na_prob_is_above_one_half_exactly_for_unanswered_questions_with_or_with
             assert max(na_probs.values()) < 0.5
         if extra == ["--null-threshold=-1e6"]:  # any null score beats any span: no answers at all
             assert set(predictions.values()) == {""} and min(na_probs.values()) > 0.5
+
+
+def test_a_stored_threshold_that_declines_most_questions_is_named_with_its_override(tiny_model_dir, tmp_path, capsys):
+    v2_model = tmp_path / "v2-model"
+    shutil.copytree(tiny_model_dir, v2_model)
+    store_null_threshold(v2_model, -1e6)  # a v2 model's threshold met by v1.1 data: every question declined
+    v1 = write_squad_json(tmp_path / "v1.json")
+    argv = ["--ckpt", str(v2_model), "--validation-file", str(v1), "--output-dir", str(tmp_path / "r"), "--no-progress"]
+    evaluate_cmd.main(argv)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "(-1000000.0000) declined" in notes[0] and "--null-threshold" in notes[0], notes
+    evaluate_cmd.main([*argv, "--null-threshold", "1e6"])  # overridden: answers everything, no note
+    assert "declined" not in capsys.readouterr().err

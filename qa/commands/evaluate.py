@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from qa.config.cli import command_parser, parse_config
 from qa.config.evaluate import EvaluateConfig
 from qa.errors import QAError, exit_on_qa_error
+from qa.files import PREDICTIONS_FILE, read_json_object
 
 
 def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
@@ -21,10 +23,13 @@ def _writable_output_dir(config: EvaluateConfig) -> Path:
     if output_dir.exists() and not output_dir.is_dir():
         raise QAError(f"--output-dir {output_dir} is a file, not a directory")
     probe = output_dir / ".write-test"
+    created = not output_dir.exists()
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe.write_text("")
         probe.unlink()
+        if created:
+            output_dir.rmdir()  # made again when the results are written: a refused run leaves nothing
     except OSError as error:
         raise QAError(f"--output-dir {output_dir}: cannot write the result files there ({error.strerror})") from None
     return output_dir
@@ -57,9 +62,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         progress=config.progress,
     )
     shutdown(reader.runtime)
+    if metrics is not None and config.decode.null_threshold is None and reader.has_null_threshold:
+        _say_if_the_stored_threshold_declines_most(output_dir, reader.settings.decode.null_threshold)
     if metrics is not None:
         print(
             f"{summary_line(metrics)}  ({metrics['num_examples']} examples, {metrics['num_windows']} windows; "
             f"results in {output_dir})"
         )
     return metrics
+
+
+def _say_if_the_stored_threshold_declines_most(output_dir: Path, threshold: float) -> None:
+    """A v2 model's stored threshold on data it does not suit (say, v1.1 questions) declines nearly
+    everything and scores near 0 with no word why; say how many it declined and how to override it."""
+    answers = read_json_object(output_dir / PREDICTIONS_FILE, "the predictions")
+    declined = sum(answer == "" for answer in answers.values())
+    if declined > len(answers) / 2:
+        print(
+            f"note: the null threshold stored with the model ({threshold:.4f}) declined {declined} of "
+            f"{len(answers)} questions; if these questions have answers, override it with --null-threshold "
+            "(a larger value answers more)",
+            file=sys.stderr,
+        )

@@ -234,15 +234,21 @@ def clear_run(output_dir: Path, tokenizer_files: list[str]) -> None:
 @contextmanager
 def output_dir_lock(output_dir: Path) -> Iterator[None]:
     """One train.py per output directory. The OS drops the lock when its holder dies, so a
-    killed run never leaves a stale lock behind."""
+    killed run never leaves a stale lock behind. A run that ends having written nothing else
+    (it failed before doing work) leaves the file system as it found it: no lock file, and no
+    directory that it created."""
     import fcntl
 
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_FILE
+    found = {item.name for item in output_dir.iterdir()}
     handle = path.open("a+")
+    locked = False
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -256,6 +262,11 @@ def output_dir_lock(output_dir: Path) -> Iterator[None]:
         handle.flush()
         yield
     finally:
+        if locked and {item.name for item in output_dir.iterdir()} == found | {LOCK_FILE}:
+            if LOCK_FILE not in found:
+                path.unlink()
+            if created:
+                output_dir.rmdir()
         handle.close()
 
 

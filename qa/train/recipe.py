@@ -55,7 +55,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str, Any]:
     resume_from = resolve_resume(config.resume, output_dir)
     source = str(resume_from) if resume_from else config.model
-    model_config = check_model_fits(source, config.window)
+    try:
+        model_config = check_model_fits(source, config.window)
+    except QAError as error:  # a model that does not load is named by its flag, as the user typed it
+        named = resume_from is None and str(error).startswith(f"{source}:")
+        raise QAError(f"--model {error}" if named else str(error)) from None
     shrink = config.student_layers is not None and resume_from is None  # a resumed student is shrunk already
     if shrink:
         check_student_layers(model_config, config.student_layers, source)
