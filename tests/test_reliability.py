@@ -131,8 +131,10 @@ def test_second_train_py_on_the_same_directory_stops_and_names_the_holder(tiny_m
     args = train_args(tiny_model_dir, data_file, out, tmp_path, "--max-steps", "1")
     with checkpoint.output_dir_lock(out):
         one_line_error(capsys, train_cmd.main, args, "in use by another train.py", "pid")
-    # The holder is gone: its lock file stays behind but does not block.
-    assert (out / checkpoint.LOCK_FILE).exists()
+    # A holder that did no work leaves nothing; one that was killed leaves its lock file, which does not block.
+    assert not out.exists()
+    out.mkdir()
+    (out / checkpoint.LOCK_FILE).write_text("pid 1 on a machine that was killed")
     assert train_cmd.main(args)["steps"] == 1
 
 

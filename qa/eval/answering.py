@@ -8,9 +8,12 @@ server shape answers the one way written here.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from qa.config.settings import DecodeSettings, WindowSettings
 from qa.data.questions import Question
@@ -19,7 +22,7 @@ from qa.eval.decoding import Prediction
 from qa.eval.evaluator import AnswerSettings, answer_examples
 from qa.files import DEFAULT_OUTPUT_DIR
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
-from qa.model.runtime import Runtime, inference_batch_size, setup_runtime
+from qa.model.runtime import Runtime, inference_batch_size, precision_note, setup_runtime
 from qa.model.threshold import with_stored_threshold
 
 
@@ -68,9 +71,12 @@ def load_reader(
 ) -> Reader:
     """Check the windows fit the model, then load model and tokenizer onto this process's device."""
     check_checkpoint(checkpoint, window)
-    runtime = setup_runtime(precision)
-    model = load_qa_model(checkpoint, require_qa_head=True).to(runtime.device)
+    runtime = setup_runtime(precision, for_inference=True)
+    dtype = torch.bfloat16 if runtime.bf16_weights else None
+    model = load_qa_model(checkpoint, require_qa_head=True, dtype=dtype).to(runtime.device)
     tokenizer = load_tokenizer(checkpoint)
+    if runtime.is_main:  # once the model loaded: a refused checkpoint stays a one-line error
+        print(precision_note(runtime, precision), file=sys.stderr, flush=True)
     settings = AnswerSettings(window, with_stored_threshold(decode, model), inference_batch_size(batch_size, runtime))
     return Reader(checkpoint, model, tokenizer, runtime, settings)
 

@@ -74,8 +74,9 @@ def check_model_fits(name_or_path: str, window: WindowSettings) -> Any:
     return config
 
 
-def load_qa_model(name_or_path: str, *, require_qa_head: bool) -> Any:
-    """An `AutoModelForQuestionAnswering`; with ``require_qa_head`` the checkpoint must be a complete QA model."""
+def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: Any = None) -> Any:
+    """An `AutoModelForQuestionAnswering`; with ``require_qa_head`` the checkpoint must be a complete QA model.
+    ``dtype`` (say torch.bfloat16): the weights are loaded in it, not in fp32 and cast afterwards."""
     from transformers import AutoModelForQuestionAnswering
 
     config = load_config(name_or_path)
@@ -88,7 +89,7 @@ def load_qa_model(name_or_path: str, *, require_qa_head: bool) -> Any:
         )
     try:
         model, info = AutoModelForQuestionAnswering.from_pretrained(
-            name_or_path, config=config, output_loading_info=True
+            name_or_path, config=config, output_loading_info=True, **({"dtype": dtype} if dtype is not None else {})
         )
     except Exception as error:  # truncated or foreign weight files raise many types
         raise QAError(_load_problem(name_or_path, "model weights", error)) from None
