@@ -34,6 +34,7 @@ EVALUATION_FILES = (PREDICTIONS_FILE, METRICS_FILE, NA_PROB_FILE, NBEST_FILE)
 
 # Keys train.py adds to a model's config.json, so that `AutoConfig` users can read them too
 NULL_THRESHOLD_KEY = "qa_null_threshold"
+CALIBRATION_KEY = "qa_calibration"  # the calibrator of the answers' scores (qa.eval.calibration)
 
 
 def read_training_args(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:

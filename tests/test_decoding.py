@@ -130,3 +130,34 @@ def test_a_span_found_in_two_overlapping_windows_is_listed_once_with_its_best_sc
     assert len(spans) == len(set(spans)) == 15
     assert spans[0] == (9, 18) and prediction.nbest[0].score == pytest.approx(10.0)  # the second window's score
     assert prediction.text == "two three"
+
+
+def test_the_span_log_normalizer_equals_a_brute_force_sum_over_valid_spans():
+    from qa.eval.decoding import span_log_normalizers
+
+    rng = np.random.default_rng(3)
+    start, end = rng.normal(scale=4, size=(5, 12)), rng.normal(scale=4, size=(5, 12))
+    in_context = rng.random((5, 12)) > 0.3
+    for max_answer_length in (1, 3, 30):
+        expected = []
+        for w in range(5):
+            terms = [
+                start[w, s] + end[w, e]
+                for s in range(12)
+                for e in range(s, min(s + max_answer_length, 12))
+                if in_context[w, s] and in_context[w, e]
+            ]
+            expected.append(np.logaddexp.reduce(terms))
+        got = span_log_normalizers(start, end, in_context, max_answer_length)
+        assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_span_log_probability_does_not_depend_on_n_best():
+    contexts, windows = random_windows(np.random.default_rng(5), 20)
+    by_n_best = {n: vectorised(windows, contexts, n, 30, with_nbest=True) for n in (5, 20)}
+    for small, large in zip(by_n_best[5], by_n_best[20]):
+        if small.score is None:
+            continue
+        assert small.log_prob < 0 and small.log_prob == pytest.approx(large.log_prob, abs=1e-9)
+        assert small.nbest[0].log_prob == pytest.approx(large.nbest[0].log_prob, abs=1e-9)
+        assert small.nbest[0].probability != pytest.approx(large.nbest[0].probability)  # the n-best softmax does

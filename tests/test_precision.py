@@ -1,5 +1,6 @@
 """The mixed-precision paths run on CPU too, so they cannot rot unnoticed without a GPU."""
 
+import contextlib
 import shutil
 
 import pytest
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 from qa.commands import predict as predict_cmd
 from qa.commands import train as train_cmd
-from qa.model.runtime import resolve_precision
+from qa.model.runtime import Runtime, precision_note, resolve_precision, setup_runtime
 
 
 def train(model, data, out, tmp_path, *extra):
@@ -23,10 +24,74 @@ def losses(out):
     return losses_of(out)
 
 
-def test_auto_is_exact_fp32_on_cpu_and_named_precisions_are_kept():
+def test_auto_trains_in_exact_fp32_on_cpu_and_named_precisions_are_kept():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32"
     assert [resolve_precision(name, cpu) for name in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "inference"), [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]
+)
+def test_auto_inference_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch, avx512_bf16, amx, inference):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, for_inference=True) == inference
+    assert resolve_precision("auto", cpu) == "fp32"  # training keeps fp32 on every CPU
+    assert resolve_precision("fp32", cpu, for_inference=True) == "fp32"  # asked for: exact
+    runtime = setup_runtime("auto", device="cpu", for_inference=True)
+    assert runtime.bf16_weights == (inference == "bf16")
+    assert isinstance(runtime.autocast(), contextlib.nullcontext)  # bf16 weights: no autocast
+    assert ("bf16 weights" in precision_note(runtime, "auto")) == (inference == "bf16")
+
+
+@pytest.mark.parametrize(("supported", "chosen"), [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, supported, chosen):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
+    assert resolve_precision("auto", torch.device("cuda", 0)) == chosen
+    assert resolve_precision("auto", torch.device("cuda", 0), for_inference=True) == chosen
+    runtime = Runtime(torch.device("cuda", 0), chosen)
+    assert runtime.autocast().fast_dtype == (torch.bfloat16 if supported else torch.float16)
+
+
+def test_adamw_runs_its_fused_kernel_and_fp16_alone_gets_a_grad_scaler(tiny_model_dir):
+    from transformers import AutoModelForQuestionAnswering
+
+    from qa.config.train import TrainConfig
+    from qa.train.optimization import setup_optimization
+
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_model_dir)
+    windows = type("Windows", (), {"__len__": lambda self: 32})()
+    for precision, scaled in (("fp32", False), ("fp16", True)):
+        optimization = setup_optimization(
+            TrainConfig(max_steps=2), Runtime(torch.device("cpu"), precision), model, windows
+        )
+        assert optimization.optimizer.defaults["fused"] is True
+        assert optimization.scaler.is_enabled() == scaled
+
+
+def test_bf16_weights_give_the_spans_of_fp32_where_no_scores_are_near_ties(arranged_model_dir, monkeypatch, capsys):
+    from qa.config.settings import DecodeSettings, WindowSettings
+    from qa.data.questions import Question
+    from qa.eval.answering import load_reader
+
+    monkeypatch.setattr("qa.model.runtime.native_cpu_bf16", lambda: True)
+    window = WindowSettings(max_length=64, stride=16)
+    bf16 = load_reader(str(arranged_model_dir), window, DecodeSettings(), None, "auto")
+    fp32 = load_reader(str(arranged_model_dir), window, DecodeSettings(), None, "fp32")
+    assert (
+        next(bf16.model.parameters()).dtype == torch.bfloat16 and next(fp32.model.parameters()).dtype == torch.float32
+    )
+    err = capsys.readouterr().err
+    assert "precision: bf16 weights" in err and "precision: fp32 on cpu (--precision fp32)" in err
+    contexts = [
+        "In 2016 the Denver Broncos won the super bowl.",
+        "The Denver Broncos played in 2016 at home, " * 6 + "and then the season ended.",
+    ]
+    questions = [Question("Who won?", context, None, 3) for context in contexts]
+    spans = [[(a["start"], a["end"]) for a in answers] for answers in bf16.answer(questions)]
+    assert spans == [[(a["start"], a["end"]) for a in answers] for answers in fp32.answer(questions)]
 
 
 def test_bf16_autocast_trains_and_answers_on_cpu(tiny_model_dir, arranged_model_dir, tmp_path, capsys):

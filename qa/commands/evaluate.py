@@ -9,7 +9,7 @@ from typing import Any
 from qa.config.cli import command_parser, parse_config
 from qa.config.evaluate import EvaluateConfig
 from qa.errors import QAError, exit_on_qa_error
-from qa.files import PREDICTIONS_FILE, read_json_object
+from qa.files import CALIBRATION_KEY, PREDICTIONS_FILE, read_json_object
 
 
 def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
     reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
     reader.settings.version_2 = config.version_2_with_negative
-    metrics = evaluate_examples(
+    if config.calibrate and not (Path(config.ckpt) / "config.json").is_file():
+        raise QAError(f"--calibrate stores the calibrator in the checkpoint: {config.ckpt} is not a local directory")
+    evaluation = evaluate_examples(
         reader.model,
         reader.tokenizer,
         examples,
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         progress=config.progress,
     )
     shutdown(reader.runtime)
+    metrics = evaluation.metrics if evaluation is not None else None
+    if evaluation is not None and config.calibrate:
+        _calibrate(config.ckpt, evaluation)
     if metrics is not None and config.decode.null_threshold is None and reader.has_null_threshold:
         _say_if_the_stored_threshold_declines_most(output_dir, reader.settings.decode.null_threshold)
     if metrics is not None:
@@ -84,3 +89,30 @@ def _say_if_the_stored_threshold_declines_most(output_dir: Path, threshold: floa
             "(a larger value answers more)",
             file=sys.stderr,
         )
+
+
+def _calibrate(checkpoint: str, evaluation: Any) -> None:
+    """Fit the calibrator on this evaluation's answered questions and store it with the checkpoint."""
+    from qa.eval.calibration import (
+        MIN_QUESTIONS_TO_FIT,
+        expected_calibration_error,
+        fit_calibrator,
+        uncalibrated_confidence,
+    )
+    from qa.model.threshold import store_config_entry
+
+    log_probs, correct = evaluation.span_log_probs, evaluation.span_correct
+    if len(log_probs) < MIN_QUESTIONS_TO_FIT:
+        raise QAError(
+            f"--calibrate: {len(log_probs)} answered questions are too few to fit a calibrator on (at least "
+            f"{MIN_QUESTIONS_TO_FIT}); nothing was stored"
+        )
+    calibrator = fit_calibrator(log_probs, correct)
+    before = expected_calibration_error(uncalibrated_confidence(log_probs), correct)
+    after = expected_calibration_error(calibrator.confidence(log_probs), correct)
+    store_config_entry(Path(checkpoint), CALIBRATION_KEY, calibrator.to_dict())
+    print(
+        f"calibrated on {len(log_probs)} answered questions: ECE {before:.4f} before, {after:.4f} after (on the "
+        f"questions it was fitted on; measure on others); stored in {Path(checkpoint) / 'config.json'}",
+        file=sys.stderr,
+    )

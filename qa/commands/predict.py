@@ -44,7 +44,7 @@ def read_requests(config: PredictConfig) -> tuple[list[Question], bool]:
     except QuestionProblem as problem:
         flag = "--context-file" if problem.field == "context" and config.context_file else f"--{problem.field}"
         raise QAError(f"{flag}: {problem.problem}") from None
-    return [Question(question, context, "0", config.top_k)], False
+    return [Question(question, context, "0", config.top_k, config.min_confidence)], False
 
 
 def _read_context_file(name: str) -> str:
@@ -59,7 +59,11 @@ def _read_jsonl(name: str, config: PredictConfig) -> list[Question]:
     for number, record in jsonl_records(read_text(path), str(path)):
         try:
             question = question_from_json(
-                record, max_top_k=config.decode.n_best, default_top_k=config.top_k, known_fields_only=True
+                record,
+                max_top_k=config.decode.n_best,
+                default_top_k=config.top_k,
+                default_min_confidence=config.min_confidence,
+                known_fields_only=True,
             )
         except QuestionProblem as problem:
             hint = " (JSON Lines holds one object per line, not a JSON array)" if isinstance(record, list) else ""

@@ -34,6 +34,11 @@ class Answering:
     )
     ckpt: str = checkpoint_setting("model and decoding")
     top_k: int = setting(1, "how many answers to return (at most --n-best)", mode=ONE_SHOT)
+    min_confidence: float | None = setting(
+        None,
+        "selective answering: answers scored below this (0-1) come back as no answer, with their score",
+        mode=ONE_SHOT,
+    )
     window: WindowSettings = setting(WindowSettings, as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
     batch_size: int | None = inference_batch_setting()
@@ -72,6 +77,10 @@ class PredictConfig(Serving, Answering):
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
         problems.positive(self, "top_k")
+        problems.need(
+            self.min_confidence is None or 0 <= self.min_confidence <= 1,
+            f"--min-confidence must be in [0, 1], got {self.min_confidence}",
+        )
         problems.positive(self, "batch_size", optional=True)
         problems.positive(self, "max_body_bytes", "max_context_chars", "max_queue", "max_batch_questions")
         problems.finite(self, "batch_wait_ms", "read_timeout_s", "answer_timeout_s")

@@ -12,7 +12,7 @@ from typing import Any
 
 from qa.text import label_problem, text_problem
 
-QUESTION_FIELDS = ("question", "context", "id", "top_k")
+QUESTION_FIELDS = ("question", "context", "id", "top_k", "min_confidence")
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Question:
     context: str
     id: str | None = None  # the asker's own id, echoed back with the answer
     top_k: int = 1
+    min_confidence: float | None = None  # answers scored below it come back as "no answer"
 
 
 class QuestionProblem(Exception):
@@ -50,6 +51,7 @@ def question_from_json(
     *,
     max_top_k: int,
     default_top_k: int = 1,
+    default_min_confidence: float | None = None,
     max_context_chars: int | None = None,
     known_fields_only: bool = False,
 ) -> Question:
@@ -76,8 +78,13 @@ def question_from_json(
         top_k = int(top_k)  # JSON does not tell 2 from 2.0, and JSON Schema counts both as integers
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= max_top_k:
         raise QuestionProblem("top_k", f"must be an integer from 1 to {max_top_k}")
+    min_confidence = item.get("min_confidence", default_min_confidence)
+    if min_confidence is not None and (
+        isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float) or not 0 <= min_confidence <= 1
+    ):
+        raise QuestionProblem("min_confidence", "must be a number from 0 to 1")
     if known_fields_only:
         unknown = sorted(set(item) - set(QUESTION_FIELDS))
         if unknown:
-            raise QuestionProblem(unknown[0], "is not a field of a question (question, context, id, top_k)")
-    return Question(question, context, given_id, top_k)
+            raise QuestionProblem(unknown[0], f"is not a field of a question ({', '.join(QUESTION_FIELDS)})")
+    return Question(question, context, given_id, top_k, min_confidence)

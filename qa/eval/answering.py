@@ -18,9 +18,10 @@ import torch
 from qa.config.settings import DecodeSettings, WindowSettings
 from qa.data.questions import Question
 from qa.errors import QAError
+from qa.eval.calibration import Calibrator, candidate_confidence
 from qa.eval.decoding import Prediction
 from qa.eval.evaluator import AnswerSettings, answer_examples
-from qa.files import DEFAULT_OUTPUT_DIR
+from qa.files import CALIBRATION_KEY, DEFAULT_OUTPUT_DIR
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
 from qa.model.runtime import Runtime, inference_batch_size, precision_note, setup_runtime
 from qa.model.threshold import with_stored_threshold
@@ -50,7 +51,14 @@ class Reader:
         }
         predictions = answer_examples(self.model, self.tokenizer, columns, self.settings, self.runtime, with_nbest=True)
         return [
-            answers_json(prediction, item.top_k, self.has_null_threshold)
+            answers_json(
+                prediction,
+                item.top_k,
+                self.has_null_threshold,
+                self.settings.calibrator,
+                self.settings.decode.null_threshold,
+                item.min_confidence,
+            )
             for prediction, item in zip(predictions, questions, strict=True)
         ]
 
@@ -77,16 +85,34 @@ def load_reader(
     tokenizer = load_tokenizer(checkpoint)
     if runtime.is_main:  # once the model loaded: a refused checkpoint stays a one-line error
         print(precision_note(runtime, precision), file=sys.stderr, flush=True)
-    settings = AnswerSettings(window, with_stored_threshold(decode, model), inference_batch_size(batch_size, runtime))
+    calibrator = Calibrator.from_dict(getattr(model.config, CALIBRATION_KEY, None))
+    batch = inference_batch_size(batch_size, runtime)
+    settings = AnswerSettings(window, with_stored_threshold(decode, model), batch, calibrator=calibrator)
+    if calibrator is None and runtime.is_main:
+        print(
+            f"note: {checkpoint} has no calibrator, so scores are the model's own span probabilities, not "
+            f"calibrated ones (evaluate.py --ckpt {checkpoint} --calibrate fits one)",
+            file=sys.stderr,
+        )
     return Reader(checkpoint, model, tokenizer, runtime, settings)
 
 
-def answers_json(prediction: Prediction, top_k: int, with_null: bool = False) -> list[dict[str, Any]]:
+def answers_json(
+    prediction: Prediction,
+    top_k: int,
+    with_null: bool = False,
+    calibrator: Calibrator | None = None,
+    null_threshold: float | None = None,
+    min_confidence: float | None = None,
+) -> list[dict[str, Any]]:
     """The best ``top_k`` answers of one prediction as JSON objects: answer, score, start, end.
 
-    ``start`` / ``end`` are character offsets (code points) into the context. With
-    ``with_null`` (a model with a null threshold) every object says whether it is the
-    "no answer" candidate, which ranks among the spans.
+    ``start`` / ``end`` are character offsets (code points) into the context. ``score`` is the
+    answer's confidence (`qa.eval.calibration`): with a calibrator, the probability that it is exactly
+    right; for the "no answer" candidate of a model with a null threshold, the probability that no
+    answer is right. With ``with_null`` every object says whether it is that candidate. With
+    ``min_confidence``, answers scored below it are dropped; when none is left, one "no answer" comes
+    back with the best answer's score.
     """
     if not prediction.nbest:
         answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
@@ -94,15 +120,20 @@ def answers_json(prediction: Prediction, top_k: int, with_null: bool = False) ->
         answers = [
             {
                 "answer": candidate.text,
-                "score": round(candidate.probability, 6),
+                "score": round(candidate_confidence(candidate, prediction, calibrator, null_threshold), 6),
                 "start": candidate.start,
                 "end": candidate.end,
             }
             for candidate in prediction.nbest[:top_k]
         ]
-    if with_null:
+    if with_null or min_confidence is not None:
         for answer in answers:
             answer["no_answer"] = answer["answer"] == ""
+    if min_confidence is not None:
+        kept = [answer for answer in answers if answer["no_answer"] or answer["score"] >= min_confidence]
+        if not kept:
+            kept = [{"answer": "", "score": answers[0]["score"], "start": 0, "end": 0, "no_answer": True}]
+        answers = kept
     return answers
 
 

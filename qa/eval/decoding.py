@@ -28,7 +28,8 @@ class Candidate:
     start: int
     end: int
     score: float
-    probability: float = 1.0
+    probability: float = 1.0  # softmax over the n-best list's scores (what utils_qa reports)
+    log_prob: float | None = None  # log-probability of the span among all valid spans of its window
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Prediction:
     end: int
     score: float | None
     null_score: float | None = None  # CLS start + end logit, the minimum over the example's windows
+    log_prob: float | None = None  # log-probability of the span among all valid spans of its window
     no_answer: bool = False
     nbest: list[Candidate] = field(default_factory=list)
 
@@ -106,6 +108,7 @@ def decode_spans(
         & (span_length <= max_answer_length)
     )
     pair_scores = np.where(valid, pair_scores, -np.inf).reshape(num_windows, k * k)
+    normalizers = span_log_normalizers(start_logits, end_logits, in_context, max_answer_length)
 
     # Best pair per window, then best window per example (first among equal scores).
     window_best = pair_scores.argmax(axis=1)
@@ -128,6 +131,7 @@ def decode_spans(
                     start=start_char,
                     end=end_char,
                     score=float(window_score[window]),
+                    log_prob=float(window_score[window] - normalizers[window]),
                 )
             )
         if null_scores is not None:
@@ -136,9 +140,40 @@ def decode_spans(
     if with_nbest:
         null_for_nbest = None if null_scores is None or null_threshold is None else null_scores - null_threshold
         _attach_nbest(
-            predictions, pair_scores, start_top, end_top, offsets, window_example, contexts, n_best, null_for_nbest
+            predictions,
+            pair_scores,
+            start_top,
+            end_top,
+            offsets,
+            window_example,
+            contexts,
+            n_best,
+            null_for_nbest,
+            normalizers,
         )
     return predictions
+
+
+def span_log_normalizers(
+    start_logits: np.ndarray, end_logits: np.ndarray, in_context: np.ndarray, max_answer_length: int
+) -> np.ndarray:
+    """Per window, log of the sum of exp(start + end logit) over every valid span (start and end in the
+    context, 1 to max_answer_length tokens): a span's score minus this is its exact log-probability
+    under the softmax over all valid spans of its window, whatever --n-best is.
+
+    Computed in O(windows x length x max_answer_length) as sum_s exp(a_s) * sum_{e in [s, s+M)} exp(b_e),
+    every term non-negative (no cancellation), in float64 and relative to each row's maximum."""
+    starts = np.where(in_context, start_logits, -np.inf).astype(np.float64)
+    ends = np.where(in_context, end_logits, -np.inf).astype(np.float64)
+    start_max = np.max(np.where(np.isfinite(starts), starts, -1e300), axis=1, keepdims=True)
+    end_max = np.max(np.where(np.isfinite(ends), ends, -1e300), axis=1, keepdims=True)
+    start_exp, end_exp = np.exp(starts - start_max), np.exp(ends - end_max)
+    length = ends.shape[1]
+    reachable = np.zeros_like(end_exp)  # reachable[w, s] = sum of exp(b_e - max) over the valid ends of start s
+    for offset in range(min(max_answer_length, length)):
+        reachable[:, : length - offset] += end_exp[:, offset:]
+    with np.errstate(divide="ignore"):
+        return np.log((start_exp * reachable).sum(axis=1)) + start_max[:, 0] + end_max[:, 0]
 
 
 def _example_null_scores(
@@ -229,6 +264,7 @@ def _attach_nbest(
     contexts: list[str],
     n_best: int,
     null_ranking_scores: np.ndarray | None = None,
+    normalizers: np.ndarray | None = None,
 ) -> None:
     """Each example's best ``n_best`` candidates with softmax probabilities over them; with
     ``null_ranking_scores`` the empty answer is a candidate too (listed last among equals)."""
@@ -267,5 +303,7 @@ def _attach_nbest(
                 candidates.append(Candidate(text="", start=0, end=0, score=score, probability=probability))
             else:
                 text = contexts[example][start_char:end_char]
-                candidates.append(Candidate(text, start_char, end_char, score, probability))
+                window = windows[flat // (k * k)]
+                log_prob = None if normalizers is None else score - float(normalizers[window])
+                candidates.append(Candidate(text, start_char, end_char, score, probability, log_prob))
         predictions[example].nbest = candidates

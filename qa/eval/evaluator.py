@@ -12,10 +12,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qa.config.settings import DecodeSettings, WindowSettings
 from qa.data.windows import build_eval_windows
+from qa.eval.calibration import (
+    Calibrator,
+    brier_score,
+    expected_calibration_error,
+    prediction_confidence,
+    risk_coverage,
+)
 from qa.eval.decoding import Prediction, decode_windows
 from qa.eval.inference import gather_logits, predict_logits, shard_windows
+from qa.eval.metrics import v2_raw_scores
 from qa.eval.scoring import ThresholdRule, score_predictions
 from qa.files import EVALUATION_FILES, METRICS_FILE, NA_PROB_FILE, NBEST_FILE, PREDICTIONS_FILE, write_json
 from qa.model.runtime import Runtime
@@ -29,6 +39,7 @@ class AnswerSettings:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     batch_size: int = 64  # windows per forward pass
     version_2: bool = False  # SQuAD v2.0 scoring even for data without unanswerable questions
+    calibrator: Calibrator | None = None  # maps span log-probabilities to calibrated scores
 
 
 @dataclass
@@ -92,6 +103,8 @@ class Evaluation:
 
     metrics: dict[str, Any]
     files: dict[str, Any]
+    span_log_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the answered questions
+    span_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their exact match, 0 or 1
 
 
 def evaluate_examples(
@@ -104,8 +117,8 @@ def evaluate_examples(
     *,
     save_nbest: bool = False,
     progress: bool = False,
-) -> dict[str, Any] | None:
-    """`score_examples`, then its result files written into ``output_dir`` on rank 0; returns the metrics
+) -> Evaluation | None:
+    """`score_examples`, then its result files written into ``output_dir`` on rank 0; returns the evaluation
     (None on other ranks). A result file of an earlier evaluation that this one does not write is removed,
     so the directory always holds one evaluation's set."""
     evaluation = score_examples(model, tokenizer, examples, settings, runtime, save_nbest=save_nbest, progress=progress)
@@ -113,7 +126,7 @@ def evaluate_examples(
         return None
     if output_dir is not None:
         write_result_files(output_dir, evaluation.files)
-    return evaluation.metrics
+    return evaluation
 
 
 def score_examples(
@@ -148,9 +161,19 @@ def score_examples(
     golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
     rule = ThresholdRule(settings.decode.null_threshold, tune_null_threshold, keep_degenerate_threshold)
     scores, answers, na_probs = score_predictions(example_ids, golds, predictions, settings.version_2, rule)
+    exact, _ = v2_raw_scores(answers, golds)  # per question, 0 or 1 (v1.1 data: the same rule)
+    correct = np.array([exact[example_id] for example_id in example_ids], dtype=np.float64)
+    threshold = scores.get("null_threshold", settings.decode.null_threshold)
+    confidences = np.array([prediction_confidence(p, settings.calibrator, threshold) for p in predictions])
+    curve, area = risk_coverage(confidences, correct)
+    answered = np.array([not p.no_answer and p.log_prob is not None for p in predictions])
     timings.metric = time.perf_counter() - began
     metrics = {
         **scores,
+        "ece": expected_calibration_error(confidences, correct),
+        "brier": brier_score(confidences, correct),
+        "risk_coverage_area": area,
+        "calibrated": settings.calibrator is not None,
         "num_examples": len(example_ids),
         "num_windows": timings.num_windows,
         "seconds": {
@@ -169,7 +192,8 @@ def score_examples(
             example_id: [asdict(candidate) for candidate in prediction.nbest]
             for example_id, prediction in zip(example_ids, predictions)
         }
-    return Evaluation(metrics, files)
+    log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
+    return Evaluation(metrics, files, log_probs, correct[answered])
 
 
 def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:

@@ -27,9 +27,18 @@ def set_null_threshold(model_config: Any, threshold: float | None) -> None:
 
 def store_null_threshold(model_dir: Path, threshold: float | None) -> None:
     """Set the threshold in a saved model's config.json, atomically."""
+    store_config_entry(model_dir, NULL_THRESHOLD_KEY, threshold)
+
+
+def store_config_entry(model_dir: Path, key: str, value: Any) -> None:
+    """Set (None: remove) one key of a saved model's config.json, atomically: what this tool stores with
+    the weights (the null threshold, the calibrator) goes in this one way."""
     path = model_dir / "config.json"
     config = read_json_object(path, "the model configuration")
-    set_null_threshold(config, threshold)
+    if value is None:
+        config.pop(key, None)
+    else:
+        config[key] = value
     write_json(path, config, sort_keys=True)
 
 

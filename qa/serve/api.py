@@ -78,16 +78,24 @@ class ApiQuestion(BaseModel):
     question: str = Field(min_length=1, description="the question; must hold a visible character")
     context: str = Field(min_length=1, description="the passage to answer from; must hold a visible character")
     top_k: int = Field(1, ge=1, description="how many answers to return (at most --n-best)")
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="answers scored below this come back as no answer, with their score"
+    )
     id: str | int | None = Field(None, description="your id for the question, returned with its answer")
 
 
 class ApiAnswer(BaseModel):
     model_config = ConfigDict(title="Answer")
     answer: str = Field(description="the answer text; empty when the model says the context does not answer")
-    score: float = Field(description="probability among the n-best candidates")
+    score: float = Field(
+        description="confidence: with a calibrated model the probability that the answer is exactly right; "
+        "for no answer, the probability that abstaining is right"
+    )
     start: int = Field(description="character offset (code points) of the answer in the context")
     end: int = Field(description="character offset (code points) just past the answer")
-    no_answer: bool | None = Field(None, description="only for a model with a null threshold (SQuAD v2)")
+    no_answer: bool | None = Field(
+        None, description="for a model with a null threshold (SQuAD v2), or when min_confidence was given"
+    )
     id: str | None = Field(None, description="the question's id, when it had one")
 
 

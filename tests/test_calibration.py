@@ -1,0 +1,147 @@
+"""Scores that mean something: invariant to --n-best and --top-k, calibrated by evaluate.py --calibrate,
+stored with the model, and used by --min-confidence; calibration measures checked by hand."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from qa.commands import evaluate as evaluate_cmd
+from qa.commands import predict as predict_cmd
+from qa.eval.calibration import (
+    Calibrator,
+    brier_score,
+    calibration_bins,
+    expected_calibration_error,
+    fit_calibrator,
+    risk_coverage,
+)
+
+CONTEXT = "In 2016 the Denver Broncos won the super bowl."
+
+
+def ask(checkpoint, capsys, *extra, question="Who won?", context=CONTEXT):
+    predict_cmd.main(["--ckpt", str(checkpoint), "--question", question, "--context", context, "--json", *extra])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_score_of_an_answer_does_not_depend_on_n_best_or_top_k(arranged_model_dir, capsys):
+    long_context = "The people played music in the church. " * 10 + CONTEXT
+    best = ask(arranged_model_dir, capsys, "--max-length", "48", "--stride", "16", context=long_context)
+    for extra in (["--n-best", "5"], ["--n-best", "40"], ["--top-k", "4"], ["--top-k", "4", "--n-best", "4"]):
+        found = ask(arranged_model_dir, capsys, "--max-length", "48", "--stride", "16", *extra, context=long_context)
+        first = found[0] if isinstance(found, list) else found
+        assert (first["answer"], first["score"]) == (best["answer"], best["score"]), extra
+    assert 0 < best["score"] <= 1
+
+
+def test_hand_computed_ece_brier_bins_and_risk_coverage():
+    scores = np.array([0.9, 0.8, 0.75, 0.3, 0.1])
+    correct = np.array([1, 1, 0, 0, 1])
+    # bins: [0.1,0.2): 0.1 -> acc 1; [0.3,0.4): 0.3 -> 0; [0.7,0.8): 0.75 -> 0; [0.8,0.9): 0.8 -> 1; [0.9,1]: 0.9 -> 1
+    expected_ece = (abs(0.1 - 1) + abs(0.3 - 0) + abs(0.75 - 0) + abs(0.8 - 1) + abs(0.9 - 1)) / 5
+    assert expected_calibration_error(scores, correct) == pytest.approx(expected_ece)
+    assert brier_score(scores, correct) == pytest.approx(np.mean((scores - correct) ** 2))
+    bins = calibration_bins(scores, correct)
+    assert sum(row["count"] for row in bins) == 5 and bins[7] == {
+        "lower": 0.7,
+        "upper": 0.8,
+        "count": 1,
+        "mean_score": 0.75,
+        "accuracy": 0.0,
+    }
+    points, area = risk_coverage(scores, correct)
+    assert [round(p["exact_match"], 2) for p in points] == [100.0, 100.0, 66.67, 50.0, 60.0]
+    assert [p["coverage"] for p in points] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert area == pytest.approx(np.mean([1, 1, 2 / 3, 0.5, 0.6]))
+
+
+def test_platt_scaling_recovers_a_known_logistic_relation():
+    rng = np.random.default_rng(0)
+    log_probs = rng.uniform(-6, 0, size=20000)
+    correct = rng.random(20000) < 1 / (1 + np.exp(-(1.5 * log_probs + 2.0)))
+    calibrator = fit_calibrator(log_probs, correct)
+    assert (calibrator.slope, calibrator.intercept) == pytest.approx((1.5, 2.0), abs=0.1)
+    assert Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict()))) == calibrator
+    assert Calibrator.from_dict({"method": "isotonic"}) is None
+
+
+def questions_file(path, count):
+    """``count`` questions about CONTEXT; every other one's gold answer is "2016", which the arranged model
+    (it answers "Denver Broncos") gets wrong: half right, half wrong."""
+    rows = []
+    for index in range(count):
+        gold = "Denver Broncos" if index % 2 == 0 else "2016"
+        answers = {"text": [gold], "answer_start": [CONTEXT.index(gold)]}
+        rows.append({"id": f"q{index}", "question": f"Who won, {index}?", "context": CONTEXT, "answers": answers})
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def test_calibrate_stores_a_calibrator_that_predict_then_uses(arranged_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    data = questions_file(tmp_path / "dev.jsonl", 240)
+    predict_cmd.main(["--ckpt", str(model), "--question", "Who won?", "--context", CONTEXT, "--json"])
+    out, err = capsys.readouterr()
+    uncalibrated = json.loads(out)
+    assert "has no calibrator, so scores are the model's own span probabilities" in err
+    argv = ["--ckpt", str(model), "--validation-file", str(data), "--output-dir", str(tmp_path / "r"), "--no-progress"]
+    evaluate_cmd.main([*argv, "--calibrate"])
+    err = capsys.readouterr().err
+    assert "calibrated on 240 answered questions: ECE" in err
+    stored = json.loads((model / "config.json").read_text())["qa_calibration"]
+    assert stored["fitted_on"] == 240 and stored["method"] == "platt"
+    calibrated = ask(model, capsys)
+    assert "has no calibrator" not in capsys.readouterr().err
+    assert calibrated["answer"] == uncalibrated["answer"] == "Denver Broncos"
+    assert calibrated["score"] == pytest.approx(0.5, abs=0.02)  # half of such answers are right
+    metrics = evaluate_cmd.main(argv)
+    assert metrics["calibrated"] and metrics["ece"] < 0.02 and metrics["brier"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_calibrate_on_too_few_questions_is_refused_and_stores_nothing(arranged_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    before = (model / "config.json").read_text()
+    data = questions_file(tmp_path / "dev.jsonl", 20)
+    with pytest.raises(SystemExit) as caught:
+        evaluate_cmd.main(["--ckpt", str(model), "--validation-file", str(data), "--calibrate", "--no-progress"])
+    assert caught.value.code == 2
+    assert "20 answered questions are too few to fit a calibrator on (at least 200)" in capsys.readouterr().err
+    assert (model / "config.json").read_text() == before
+
+
+def test_min_confidence_turns_exactly_the_low_scored_answers_into_no_answer(arranged_model_dir, tmp_path, capsys):
+    answers = ask(arranged_model_dir, capsys, "--top-k", "3")
+    scores = [answer["score"] for answer in answers]
+    cut = (scores[0] + scores[1]) / 2  # between the best and the second
+    kept = ask(arranged_model_dir, capsys, "--top-k", "3", "--min-confidence", str(cut))
+    assert [(a["answer"], a["no_answer"]) for a in kept] == [(answers[0]["answer"], False)]
+    none = ask(arranged_model_dir, capsys, "--min-confidence", str(min(1.0, scores[0] + 1e-3)))
+    assert none["no_answer"] and none["answer"] == "" and none["score"] == scores[0]
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        json.dumps({"question": "Who won?", "context": CONTEXT, "min_confidence": 1.0})
+        + "\n"
+        + json.dumps({"question": "Who won?", "context": CONTEXT})
+        + "\n"
+    )
+    predict_cmd.main(["--ckpt", str(arranged_model_dir), "--input", str(path)])
+    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first["no_answer"] and not second.get("no_answer") and second["answer"] == "Denver Broncos"
+
+
+def test_a_v2_no_answer_gets_the_probability_that_abstaining_is_right(arranged_model_dir, tmp_path, capsys):
+    from qa.model.threshold import store_null_threshold
+
+    model = tmp_path / "v2"
+    shutil.copytree(arranged_model_dir, model)
+    store_null_threshold(model, -1e6)  # abstains on everything
+    answer = ask(model, capsys)
+    assert answer["no_answer"] and answer["score"] > 0.5
+    store_null_threshold(model, 1e6)  # answers everything: the no-answer candidate is unlikely
+    listed = ask(model, capsys, "--top-k", "20")
+    null = [a for a in listed if a["no_answer"]]
+    assert not listed[0]["no_answer"] and all(a["score"] < 0.5 for a in null)
