@@ -235,3 +235,76 @@ def test_eval_features_keep_offsets_only_inside_the_context(bert_tokenizer):
 def test_covering_token_span(offsets, answer, expected):
     sequence_ids = [None] + [1] * (len(offsets) - 2) + [None]
     assert covering_token_span(offsets, sequence_ids, 1, *answer) == expected
+
+
+# ---------------------------------------------------------------- traps other QA libraries fall into
+
+
+def test_an_answer_at_the_very_first_context_token_is_labelled_there(bert_tokenizer):
+    context = "Denver won the game in the city of Paris."
+    examples = examples_for(context, "Who won?", "Denver")
+    features = prepare_train_features(examples, bert_tokenizer, WindowSettings(64, 16))
+    _, texts = label_texts(features, examples, bert_tokenizer, 64, 16)
+    assert texts == ["Denver"]
+    sequence = bert_tokenizer("Who won?", context)
+    first_context_token = sequence.sequence_ids().index(1)
+    assert features["start_positions"][0] == features["end_positions"][0] == first_context_token
+
+
+def test_a_span_that_would_cross_a_window_end_is_labelled_only_in_a_window_that_holds_all_of_it(bert_tokenizer):
+    words = "the king of the city played music in the church of the school " * 3
+    for end in range(30, 60):  # slide the answer across the first window's end
+        context = words + "denver broncos won"
+        cut = len(" ".join(context.split()[:end]))
+        context = context[:cut] + " denver broncos " + context[cut:]
+        examples = examples_for(context, "Who?", "denver broncos")
+        features = prepare_train_features(examples, bert_tokenizer, WindowSettings(32, 8))
+        _, texts = label_texts(features, examples, bert_tokenizer, 32, 8)
+        assert any(text == "denver broncos" for text in texts)
+        assert all(text in (None, "denver broncos") for text in texts)  # never half an answer
+
+
+def test_a_roberta_style_model_trains_and_answers_with_offsets_that_slice_the_context(byte_bpe_tokenizer, tmp_path):
+    import json
+
+    from transformers import RobertaConfig, RobertaForQuestionAnswering
+
+    from qa.commands import predict as predict_cmd
+    from qa.commands import train as train_cmd
+
+    model_dir = tmp_path / "roberta"
+    byte_bpe_tokenizer.save_pretrained(model_dir)
+    config = RobertaConfig(
+        vocab_size=len(byte_bpe_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        type_vocab_size=1,  # one token type: token_type_ids all zero, sequence_ids mark the context
+        pad_token_id=byte_bpe_tokenizer.pad_token_id,
+    )
+    RobertaForQuestionAnswering(config).save_pretrained(model_dir)
+    context = "The Denver Broncos won Super Bowl 50 in Santa Clara, California."
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": "Who won Super Bowl 50?",
+            "context": context,
+            "answers": {"text": ["Denver Broncos"], "answer_start": [context.index("Denver Broncos")]},
+        }
+        for i in range(8)
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "out"
+    train_cmd.main(
+        ["--model", str(model_dir), "--train-file", str(data), "--output-dir", str(out), "--max-length", "64"]
+        + ["--stride", "16", "--max-steps", "40", "--lr", "5e-3", "--batch-size", "4", "--no-eval", "--no-progress"]
+        + ["--cache-dir", str(tmp_path / "cache")]
+    )
+    answers = predict_cmd.main(["--ckpt", str(out), "--question", "Who won?", "--context", context, "--top-k", "5"])
+    for answer in answers[0]:
+        assert context[answer["start"] : answer["end"]] == answer["answer"]
+        assert not answer["answer"].startswith(" ")  # BPE's leading-space tokens do not leak into answers
+    assert answers[0][0]["answer"].startswith("Denver Broncos")  # learnt where the answer starts
