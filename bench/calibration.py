@@ -105,8 +105,12 @@ def main() -> None:
         )
     five = replace(reader.settings, decode=replace(reader.settings.decode, n_best=5))
     small = answer_examples(reader.model, reader.tokenizer, examples[:300], five, reader.runtime, with_nbest=True)
-    same = sum(abs(a.log_prob - b.log_prob) < 1e-9 for a, b in zip(small, predictions[:300]) if a.text == b.text)
-    print(f"--n-best 5 against 20, first 300 questions: {same} of 300 span log-probabilities identical")
+    pairs = [(a, b) for a, b in zip(small, predictions[:300]) if (a.start, a.end) == (b.start, b.end)]
+    same = sum(abs(a.log_prob - b.log_prob) < 1e-9 for a, b in pairs)
+    print(
+        f"--n-best 5 against 20, first 300 questions: the same answer span for {len(pairs)}, and for {same} of "
+        "those the same score"
+    )
 
     import matplotlib
 

@@ -30,7 +30,9 @@ PREDICTIONS_FILE = "predictions.json"  # {id: answer}, the input of the official
 METRICS_FILE = "metrics.json"
 NA_PROB_FILE = "na_prob.json"  # SQuAD v2: the official script's --na-prob-file
 NBEST_FILE = "nbest_predictions.json"
-EVALUATION_FILES = (PREDICTIONS_FILE, METRICS_FILE, NA_PROB_FILE, NBEST_FILE)
+REPORT_FILE = "report.json"  # where the model fails: slices, calibration, confident errors
+REPORT_HTML_FILE = "report.html"  # the same as one self-contained page
+EVALUATION_FILES = (PREDICTIONS_FILE, METRICS_FILE, NA_PROB_FILE, NBEST_FILE, REPORT_FILE, REPORT_HTML_FILE)
 
 # Keys train.py adds to a model's config.json, so that `AutoConfig` users can read them too
 NULL_THRESHOLD_KEY = "qa_null_threshold"

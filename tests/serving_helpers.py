@@ -4,6 +4,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +13,10 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from helpers import REPO_ROOT
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 LIMITS = ["--max-body-bytes", "20000", "--max-context-chars", "5000", "--max-queue", "8", "--batch-wait-ms", "200"]
@@ -128,3 +132,23 @@ FUZZ_FLAGS = [
     "none",
     "--no-color",
 ]
+
+
+def open_browser():
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("Chromium and chromedriver are not installed (CI installs Debian's chromium, chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)

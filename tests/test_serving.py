@@ -1,7 +1,6 @@
 """predict.py --serve: the real server on a free local port, spoken to over HTTP (loopback only)."""
 
 import json
-import shutil
 import signal
 import threading
 import time
@@ -9,11 +8,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from serving_helpers import CONTEXT, ask_concurrently, call, start_server
+from serving_helpers import CONTEXT, ask_concurrently, call, open_browser, start_server
 
 from qa.commands import predict as predict_cmd
 
@@ -116,26 +113,6 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     assert status == 503 and "busy" in body["error"] and headers.get("Retry-After") == "1"
     assert first[0][0] == 200 and len(first[0][1]) == 8
     assert call(server, "/answer", {"question": "Now?", "context": CONTEXT})[0] == 200  # and it recovers
-
-
-def open_browser():
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("Chromium and chromedriver are not installed (CI installs Debian's chromium, chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
 def set_value(browser, element_id, text):

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         output_dir,
         save_nbest=config.save_nbest,
         progress=config.progress,
+        with_report=config.report != "none",
     )
     shutdown(reader.runtime)
     metrics = evaluation.metrics if evaluation is not None else None

@@ -41,6 +41,11 @@ class EvaluateConfig:
         None, "where to write the result files (default: the checkpoint)", group="output", run_qa=("--output_dir",)
     )
     save_nbest: bool = setting(False, "also write nbest_predictions.json")
+    report: str = setting(
+        "all",
+        "report.json and report.html: where the model fails (slices, calibration, confident errors); none: off",
+        choices=("all", "none"),
+    )
     calibrate: bool = setting(
         False,
         "fit the calibrator of the answers' scores on this data and store it in the checkpoint's config.json "

@@ -74,6 +74,32 @@ class EvalWindows:
         return len(self.lengths)
 
 
+@dataclass
+class WindowLayout:
+    """How the contexts of a split were cut into windows (what the evaluation report slices by)."""
+
+    context_tokens: np.ndarray  # [examples] distinct context tokens of each context
+    window_spans: list[list[tuple[int, int]]]  # per example: the character range each of its windows covers
+    capacity: int  # the most context tokens a window of this split holds
+
+
+def window_layout(windows: EvalWindows) -> WindowLayout:
+    in_context = windows.offsets[:, 0] != NOT_CONTEXT
+    window_of_token = np.repeat(np.arange(len(windows)), windows.lengths)
+    example_of_token = windows.window_example[window_of_token]
+    num_examples = len(windows.contexts)
+    pairs = np.unique(np.stack([example_of_token[in_context], windows.offsets[in_context, 0]]), axis=1)
+    context_tokens = np.bincount(pairs[0], minlength=num_examples)
+    per_window = np.bincount(window_of_token[in_context], minlength=len(windows))
+    spans: list[list[tuple[int, int]]] = [[] for _ in range(num_examples)]
+    for window in range(len(windows)):
+        begin, end = windows.starts[window], windows.starts[window] + windows.lengths[window]
+        offsets = windows.offsets[begin:end][in_context[begin:end]]
+        if len(offsets):
+            spans[windows.window_example[window]].append((int(offsets[:, 0].min()), int(offsets[:, 1].max())))
+    return WindowLayout(context_tokens, spans, int(per_window.max()) if len(per_window) else 0)
+
+
 def window_starts(lengths: np.ndarray) -> np.ndarray:
     """Where each window begins in the flat token arrays of windows of these lengths."""
     return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from qa.config.settings import DecodeSettings, WindowSettings
-from qa.data.windows import build_eval_windows
+from qa.data.windows import WindowLayout, build_eval_windows, window_layout
 from qa.eval.calibration import (
     Calibrator,
     brier_score,
@@ -26,8 +26,20 @@ from qa.eval.calibration import (
 from qa.eval.decoding import Prediction, decode_windows
 from qa.eval.inference import gather_logits, predict_logits, shard_windows
 from qa.eval.metrics import v2_raw_scores
+from qa.eval.report import ReportInputs, build_report
+from qa.eval.report_html import render_report
 from qa.eval.scoring import ThresholdRule, score_predictions
-from qa.files import EVALUATION_FILES, METRICS_FILE, NA_PROB_FILE, NBEST_FILE, PREDICTIONS_FILE, write_json
+from qa.files import (
+    EVALUATION_FILES,
+    METRICS_FILE,
+    NA_PROB_FILE,
+    NBEST_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    REPORT_HTML_FILE,
+    write_json,
+    write_text_atomically,
+)
 from qa.model.runtime import Runtime
 
 
@@ -63,18 +75,22 @@ def answer_examples(
     with_nbest: bool = False,
     progress: bool = False,
     timings: Timings | None = None,
+    layout: list[WindowLayout] | None = None,
 ) -> list[Prediction] | None:
     """Best answer (and optionally n-best list) for every example; None on ranks other than 0.
 
     ``examples`` is anything indexable by column name with ``id``, ``question``
     and ``context`` (a `datasets.Dataset` or a plain dict of lists). Under
-    torchrun each rank infers every world_size-th window and rank 0 decodes.
+    torchrun each rank infers every world_size-th window and rank 0 decodes. ``layout``: a list that
+    gets the windows' `WindowLayout` (for the evaluation report).
     """
     timings = timings if timings is not None else Timings()
     began = time.perf_counter()
     windows = build_eval_windows(examples, tokenizer, settings.window, progress=progress)
     timings.features = time.perf_counter() - began
     timings.num_windows = len(windows)
+    if layout is not None:
+        layout.append(window_layout(windows))
 
     began = time.perf_counter()
     start_flat, end_flat = predict_logits(
@@ -117,11 +133,14 @@ def evaluate_examples(
     *,
     save_nbest: bool = False,
     progress: bool = False,
+    with_report: bool = True,
 ) -> Evaluation | None:
     """`score_examples`, then its result files written into ``output_dir`` on rank 0; returns the evaluation
     (None on other ranks). A result file of an earlier evaluation that this one does not write is removed,
     so the directory always holds one evaluation's set."""
-    evaluation = score_examples(model, tokenizer, examples, settings, runtime, save_nbest=save_nbest, progress=progress)
+    evaluation = score_examples(
+        model, tokenizer, examples, settings, runtime, save_nbest=save_nbest, progress=progress, with_report=with_report
+    )
     if evaluation is None:
         return None
     if output_dir is not None:
@@ -140,6 +159,7 @@ def score_examples(
     progress: bool = False,
     tune_null_threshold: bool = False,
     keep_degenerate_threshold: bool = False,
+    with_report: bool = True,
 ) -> Evaluation | None:
     """Answer every example and score it against its gold answers (None on ranks other than 0).
 
@@ -148,11 +168,20 @@ def score_examples(
     SQuAD v2.0 scoring (``settings.version_2``, or data with unanswerable questions) adds
     ``na_prob.json`` and the F1-best null threshold; with ``tune_null_threshold`` that
     threshold is used for the predictions where it can be tuned (see `qa.eval.scoring.tuned_threshold`;
-    ``keep_degenerate_threshold``: also where it cannot).
+    ``keep_degenerate_threshold``: also where it cannot). ``with_report``: also ``report.json`` and
+    ``report.html`` (`qa.eval.report`).
     """
-    timings = Timings()
+    timings, layout = Timings(), []
     predictions = answer_examples(
-        model, tokenizer, examples, settings, runtime, with_nbest=save_nbest, progress=progress, timings=timings
+        model,
+        tokenizer,
+        examples,
+        settings,
+        runtime,
+        with_nbest=save_nbest,
+        progress=progress,
+        timings=timings,
+        layout=layout,
     )
     if predictions is None:
         return None
@@ -161,7 +190,7 @@ def score_examples(
     golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
     rule = ThresholdRule(settings.decode.null_threshold, tune_null_threshold, keep_degenerate_threshold)
     scores, answers, na_probs = score_predictions(example_ids, golds, predictions, settings.version_2, rule)
-    exact, _ = v2_raw_scores(answers, golds)  # per question, 0 or 1 (v1.1 data: the same rule)
+    exact, f1 = v2_raw_scores(answers, golds)  # per question, 0 or 1 (v1.1 data: the same rule)
     correct = np.array([exact[example_id] for example_id in example_ids], dtype=np.float64)
     threshold = scores.get("null_threshold", settings.decode.null_threshold)
     confidences = np.array([prediction_confidence(p, settings.calibrator, threshold) for p in predictions])
@@ -192,6 +221,29 @@ def score_examples(
             example_id: [asdict(candidate) for candidate in prediction.nbest]
             for example_id, prediction in zip(example_ids, predictions)
         }
+    if with_report:
+        version_2 = "best_null_threshold" in scores
+        _, span_f1 = v2_raw_scores({i: p.text for i, p in zip(example_ids, predictions)}, golds)
+        inputs = ReportInputs(
+            ids=example_ids,
+            questions=list(examples["question"]),
+            contexts=list(examples["context"]),
+            gold_texts=list(golds.values()),
+            gold_starts=[list(gold["answer_start"]) for gold in examples["answers"]],
+            predictions=[answers[example_id] for example_id in example_ids],
+            prediction_starts=[p.start for p in predictions],
+            scores=confidences,
+            exact=correct,
+            f1=np.array([f1[example_id] for example_id in example_ids], dtype=np.float64),
+            context_tokens=layout[0].context_tokens,
+            window_spans=layout[0].window_spans,
+            window_capacity=layout[0].capacity,
+            version_2=version_2,
+            null_differences=np.array([_null_difference(p) for p in predictions]) if version_2 else None,
+            span_f1=np.array([span_f1[i] for i in example_ids]) if version_2 else None,
+        )
+        files[REPORT_FILE] = build_report(inputs)
+        files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], f"Evaluation report: {len(example_ids)} questions")
     log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
     return Evaluation(metrics, files, log_probs, correct[answered])
 
@@ -203,4 +255,13 @@ def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:
         if name not in results:
             (output_dir / name).unlink(missing_ok=True)
     for name in sorted(results, key=lambda name: name == METRICS_FILE):
-        write_json(output_dir / name, results[name])
+        if name.endswith(".html"):
+            write_text_atomically(output_dir / name, results[name])
+        else:
+            write_json(output_dir / name, results[name])
+
+
+def _null_difference(prediction: Prediction) -> float:
+    if prediction.score is None or prediction.null_score is None:
+        return np.inf
+    return prediction.null_score - prediction.score

@@ -68,7 +68,7 @@ def _final_from_checkpoint(run: Run, checkpoint: Path) -> dict[str, Any] | None:
         }
         promote_checkpoint(run.output_dir, checkpoint)  # its config.json carries its own null threshold
         results = {
-            name: read_json_object(checkpoint / name, "an evaluation result") if name != METRICS_FILE else metrics
+            name: _read_result(checkpoint / name) if name != METRICS_FILE else metrics
             for name in EVALUATION_FILES
             if (checkpoint / name).is_file()
         }
@@ -125,3 +125,9 @@ def say_threshold(run: Run, metrics: dict[str, Any]) -> None:
         f"stored null threshold {threshold:.4f} in {run.output_dir / 'config.json'} (F1-best on {counts}: "
         f"F1 {metrics['best_null_threshold_f1']:.2f})"
     )
+
+
+def _read_result(path: Path) -> Any:
+    if path.suffix == ".html":
+        return path.read_text(encoding="utf-8")
+    return read_json_object(path, "an evaluation result")
