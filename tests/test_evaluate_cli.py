@@ -213,3 +213,52 @@ def test_hub_dataset_and_split_flags(arranged_model_dir, tmp_path, monkeypatch):
     )
     assert requested == [("my/squad", "dev")]
     assert metrics["num_examples"] == 3
+
+
+def test_distractors_read_each_question_with_other_paragraphs_of_its_article(arranged_model_dir, tmp_path):
+    from qa.eval.distractors import distractor_sets
+
+    broncos = "In 2016 the Denver Broncos won the super bowl."
+    others = ["The people played music in the church.", "Paris is a city of music.", "The king was born in 1900."]
+    paragraphs = [
+        {
+            "context": c,
+            "qas": [
+                {
+                    "id": f"q{i}",
+                    "question": "Who won?",
+                    "answers": [{"text": "Denver Broncos", "answer_start": c.index("Denver Broncos")}]
+                    if "Denver" in c
+                    else [{"text": c.split()[1], "answer_start": c.index(c.split()[1])}],
+                }
+            ],
+        }
+        for i, c in enumerate([broncos, *others])
+    ]
+    data = tmp_path / "dev.json"
+    data.write_text(json.dumps({"version": "1.1", "data": [{"title": "one", "paragraphs": paragraphs}]}))
+    out = tmp_path / "out"
+    metrics = evaluate_cmd.main(
+        [
+            "--ckpt",
+            str(arranged_model_dir),
+            "--validation-file",
+            str(data),
+            "--distractors",
+            "2",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert metrics["distractors"] == 2 and metrics["passages_per_question"] == 3 and metrics["num_examples"] == 4
+    # The arranged model answers "Denver Broncos" from whichever passage holds it: right for q0 only, and the
+    # right passage for q0 and for none of the others (their passages hold Denver only when it was drawn).
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert predictions["q0"] == "Denver Broncos" and metrics["exact_match"] == 25.0
+    from qa.data.loading import load_examples
+
+    sets = distractor_sets(load_examples(file=str(data), for_training=False), 2)
+    assert sets == distractor_sets(load_examples(file=str(data), for_training=False), 2)  # seeded
+    for item in sets:
+        assert len(set(item.question.passages)) == 3 and item.question.passages[item.gold_passage] in (broncos, *others)

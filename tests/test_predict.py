@@ -166,3 +166,51 @@ def test_json_lines_output_splits_into_one_record_per_line_with_any_splitter(arr
     lines = out.splitlines()  # also splits at U+2028, U+2029 and U+0085
     assert len(lines) == 3 and [json.loads(line)["id"] for line in lines] == ids
     assert "\\u2028" in out and "café" in out  # the separators escaped, the rest readable UTF-8
+
+
+# ---------------------------------------------------------------- several passages at once
+
+
+def test_an_answer_in_the_last_passage_comes_with_its_passage_and_offsets(arranged_model_dir, tmp_path, capsys):
+    passages = ["The people played music in the church.", "Paris is a city.", "In 2016 the Denver Broncos won."]
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"id": "m", "question": "Who won?", "contexts": passages, "top_k": 4}) + "\n")
+    predict_cmd.main(["--ckpt", str(arranged_model_dir), "--input", str(path)])
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    answers = record["answers"]
+    assert answers[0]["answer"] == "Denver Broncos" and answers[0]["passage"] == 2
+    for answer in answers:
+        assert passages[answer["passage"]][answer["start"] : answer["end"]] == answer["answer"]
+    spans = [(a["passage"], a["start"], a["end"]) for a in answers]
+    assert len(spans) == len(set(spans)) == 4
+
+
+@pytest.mark.parametrize(
+    ("record", "fragment"),
+    [
+        ({"question": "Who?", "context": "x y", "contexts": ["a b"]}, "field 'contexts' cannot be given together"),
+        ({"question": "Who?", "contexts": []}, "field 'contexts' must be a non-empty list"),
+        ({"question": "Who?", "contexts": ["Denver won.", "\u200b "]}, "field 'contexts[1]'"),
+    ],
+)
+def test_bad_passage_lists_are_one_line_errors(arranged_model_dir, tmp_path, capsys, record, fragment):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    expect_error(capsys, ["--ckpt", str(arranged_model_dir), "--input", str(path)], "line 1", fragment)
+
+
+def test_a_v2_model_says_no_answer_once_across_passages(arranged_model_dir, tmp_path, capsys):
+    import shutil
+
+    from qa.model.threshold import store_null_threshold
+
+    model = tmp_path / "v2"
+    shutil.copytree(arranged_model_dir, model)
+    store_null_threshold(model, -1e6)  # abstains whatever the passages
+    path = tmp_path / "in.jsonl"
+    passages = ["In 2016 the Denver Broncos won.", "Paris is a city."]
+    path.write_text(json.dumps({"question": "Who won?", "contexts": passages, "top_k": 3}) + "\n")
+    predict_cmd.main(["--ckpt", str(model), "--input", str(path)])
+    answers = json.loads(capsys.readouterr().out)["answers"]
+    assert answers[0]["no_answer"] and answers[0]["passage"] is None and answers[0]["score"] > 0.5
+    assert sum(a["no_answer"] for a in answers) == 1

@@ -223,3 +223,17 @@ def test_a_body_that_is_not_json_by_content_type_or_names_a_key_twice_is_refused
     status, answer, _ = call(server, "/answer", raw=near)
     assert status == 422 and answer["field"] == "question" and "found 'Question'" in answer["error"]
     assert call(server, "/answer", {"question": "Who won?", "context": CONTEXT})[0] == 200
+
+
+def test_several_passages_over_http_and_a_bad_passage_list_fails_only_its_own_request(server):
+    passages = ["Paris is a city.", CONTEXT]
+    status, answer, _ = call(server, "/answer", {"question": "Who won?", "contexts": passages})
+    assert status == 200 and answer["passage"] == 1 and answer["answer"] == "Denver Broncos"
+    assert passages[1][answer["start"] : answer["end"]] == "Denver Broncos"
+    results = []
+    threads = ask_concurrently(server, ["Who won?"] * 3, results)
+    bad = call(server, "/answer", {"question": "Who won?", "context": CONTEXT, "contexts": passages})
+    for thread in threads:
+        thread.join(timeout=60)
+    assert bad[0] == 422 and bad[1]["field"] == "contexts"
+    assert sorted(status for status, _, _ in results) == [200] * 3

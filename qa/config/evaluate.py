@@ -41,6 +41,11 @@ class EvaluateConfig:
         None, "where to write the result files (default: the checkpoint)", group="output", run_qa=("--output_dir",)
     )
     save_nbest: bool = setting(False, "also write nbest_predictions.json")
+    distractors: int | None = setting(
+        None,
+        "read each question with K other paragraphs of its article (seeded) and score the answers across "
+        "them, with how often the right paragraph was chosen",
+    )
     report: str = setting(
         "all",
         "report.json and report.html: where the model fails (slices, calibration, confident errors); none: off",
@@ -55,7 +60,11 @@ class EvaluateConfig:
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
-        problems.positive(self, "batch_size", "max_eval_samples", optional=True)
+        problems.positive(self, "batch_size", "max_eval_samples", "distractors", optional=True)
+        problems.need(
+            self.distractors is None or not self.calibrate,
+            "--calibrate fits on single passages: not with --distractors",
+        )
         return problems
 
     def file_problems(self) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from qa.text import label_problem, text_problem
 
-QUESTION_FIELDS = ("question", "context", "id", "top_k", "min_confidence")
+QUESTION_FIELDS = ("question", "context", "contexts", "id", "top_k", "min_confidence")
 
 
 @dataclass
@@ -22,6 +22,11 @@ class Question:
     id: str | None = None  # the asker's own id, echoed back with the answer
     top_k: int = 1
     min_confidence: float | None = None  # answers scored below it come back as "no answer"
+    contexts: list[str] | None = None  # several passages to answer from, instead of one context
+
+    @property
+    def passages(self) -> list[str]:
+        return self.contexts if self.contexts is not None else [self.context]
 
 
 class QuestionProblem(Exception):
@@ -63,9 +68,7 @@ def question_from_json(
         if name not in item and near:
             raise QuestionProblem(name, f"is missing (found {near[0]!r}: field names are lower case)")
     question = check_text_field("question", item.get("question"))
-    context = check_text_field("context", item.get("context"))
-    if max_context_chars is not None and len(context) > max_context_chars:
-        raise QuestionProblem("context", f"is over {max_context_chars} characters", status=413)
+    context, contexts = _passages(item, max_context_chars)
     given_id = item.get("id")
     if given_id is not None:
         if isinstance(given_id, bool) or not isinstance(given_id, str | int):
@@ -87,4 +90,26 @@ def question_from_json(
         unknown = sorted(set(item) - set(QUESTION_FIELDS))
         if unknown:
             raise QuestionProblem(unknown[0], f"is not a field of a question ({', '.join(QUESTION_FIELDS)})")
-    return Question(question, context, given_id, top_k, min_confidence)
+    return Question(question, context, given_id, top_k, min_confidence, contexts)
+
+
+def _passages(item: dict[str, Any], max_context_chars: int | None) -> tuple[str, list[str] | None]:
+    """``context``, or ``contexts`` (a non-empty list of passages): exactly one of them; the limit on
+    characters applies to the passages together."""
+    if "contexts" not in item:
+        context = check_text_field("context", item.get("context"))
+        if max_context_chars is not None and len(context) > max_context_chars:
+            raise QuestionProblem("context", f"is over {max_context_chars} characters", status=413)
+        return context, None
+    if "context" in item:
+        raise QuestionProblem("contexts", "cannot be given together with 'context' (one or the other)")
+    contexts = item["contexts"]
+    if not isinstance(contexts, list) or not contexts:
+        raise QuestionProblem("contexts", "must be a non-empty list of passages")
+    for index, passage in enumerate(contexts):
+        if not isinstance(passage, str):
+            raise QuestionProblem(f"contexts[{index}]", "must be a string")
+        check_text_field(f"contexts[{index}]", passage)
+    if max_context_chars is not None and sum(map(len, contexts)) > max_context_chars:
+        raise QuestionProblem("contexts", f"are over {max_context_chars} characters together", status=413)
+    return "", list(contexts)

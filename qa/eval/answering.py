@@ -21,6 +21,7 @@ from qa.errors import QAError
 from qa.eval.calibration import Calibrator, candidate_confidence
 from qa.eval.decoding import Prediction
 from qa.eval.evaluator import AnswerSettings, answer_examples
+from qa.eval.passages import merge_passages
 from qa.files import CALIBRATION_KEY, DEFAULT_OUTPUT_DIR
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
 from qa.model.runtime import Runtime, inference_batch_size, precision_note, setup_runtime
@@ -42,25 +43,27 @@ class Reader:
         return self.settings.decode.null_threshold is not None
 
     def answer(self, questions: list[Question]) -> list[list[dict[str, Any]]]:
-        """The best ``question.top_k`` answers of every question, as JSON objects."""
-        # Positions, not the askers' ids, key the examples: ids may repeat and every question is answered.
+        """The best ``question.top_k`` answers of every question, as JSON objects. A question with several
+        passages is one row per passage in the same batched pass (each passage tokenised once)."""
+        # Positions, not the askers' ids, key the rows: ids may repeat and every question is answered.
+        rows = [(index, passage) for index, item in enumerate(questions) for passage in item.passages]
         columns = {
-            "id": [str(index) for index in range(len(questions))],
-            "question": [item.question for item in questions],
-            "context": [item.context for item in questions],
+            "id": [str(row) for row in range(len(rows))],
+            "question": [questions[index].question for index, _ in rows],
+            "context": [passage for _, passage in rows],
         }
         predictions = answer_examples(self.model, self.tokenizer, columns, self.settings, self.runtime, with_nbest=True)
-        return [
-            answers_json(
-                prediction,
-                item.top_k,
-                self.has_null_threshold,
-                self.settings.calibrator,
-                self.settings.decode.null_threshold,
-                item.min_confidence,
-            )
-            for prediction, item in zip(predictions, questions, strict=True)
-        ]
+        threshold, calibrator = self.settings.decode.null_threshold, self.settings.calibrator
+        results, begin = [], 0
+        for item in questions:
+            mine = predictions[begin : begin + len(item.passages)]
+            begin += len(item.passages)
+            if item.contexts is None:
+                found = answers_json(mine[0], item.top_k, self.has_null_threshold, calibrator, threshold)
+            else:
+                found = passage_answers_json(mine, item.top_k, self.has_null_threshold, calibrator, threshold)
+            results.append(with_min_confidence(found, item.min_confidence))
+        return results
 
 
 def check_checkpoint(checkpoint: str, window: WindowSettings) -> None:
@@ -126,15 +129,48 @@ def answers_json(
             }
             for candidate in prediction.nbest[:top_k]
         ]
-    if with_null or min_confidence is not None:
+    if with_null:
         for answer in answers:
             answer["no_answer"] = answer["answer"] == ""
-    if min_confidence is not None:
-        kept = [answer for answer in answers if answer["no_answer"] or answer["score"] >= min_confidence]
-        if not kept:
-            kept = [{"answer": "", "score": answers[0]["score"], "start": 0, "end": 0, "no_answer": True}]
-        answers = kept
-    return answers
+    return with_min_confidence(answers, min_confidence)
+
+
+def passage_answers_json(
+    predictions: list[Prediction],
+    top_k: int,
+    with_null: bool = False,
+    calibrator: Calibrator | None = None,
+    null_threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """The best ``top_k`` answers across the passages of one question (`qa.eval.passages`), each with
+    ``passage``, the index of its passage, and ``start`` / ``end`` into that passage."""
+    ranked, _, _ = merge_passages(predictions, null_threshold, top_k)
+    answers = []
+    for item in ranked:
+        answer = {
+            "answer": item.candidate.text,
+            "score": round(candidate_confidence(item.candidate, item.prediction, calibrator, null_threshold), 6),
+            "start": item.candidate.start,
+            "end": item.candidate.end,
+            "passage": item.passage if item.passage >= 0 else None,
+        }
+        if with_null:
+            answer["no_answer"] = item.passage < 0
+        answers.append(answer)
+    return answers or [{"answer": "", "score": 0.0, "start": 0, "end": 0, "passage": None}]
+
+
+def with_min_confidence(answers: list[dict[str, Any]], min_confidence: float | None) -> list[dict[str, Any]]:
+    """Selective answering: answers scored below ``min_confidence`` are dropped; when none is left, one
+    "no answer" comes back with the best answer's score. Every answer then says whether it is one."""
+    if min_confidence is None:
+        return answers
+    for answer in answers:
+        answer["no_answer"] = answer["answer"] == ""
+    kept = [answer for answer in answers if answer["no_answer"] or answer["score"] >= min_confidence]
+    if not kept:
+        kept = [{"answer": "", "score": answers[0]["score"], "start": 0, "end": 0, "no_answer": True}]
+    return kept
 
 
 def shape_answers(answers: list[dict[str, Any]], question: Question) -> dict[str, Any] | list[dict[str, Any]]:

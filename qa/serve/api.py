@@ -76,7 +76,14 @@ class ApiQuestion(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="Question")
     question: str = Field(min_length=1, description="the question; must hold a visible character")
-    context: str = Field(min_length=1, description="the passage to answer from; must hold a visible character")
+    context: str | None = Field(
+        None, min_length=1, description="the passage to answer from; must hold a visible character"
+    )
+    contexts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="instead of context: several passages; the answers come from any of them, each with its passage",
+    )
     top_k: int = Field(1, ge=1, description="how many answers to return (at most --n-best)")
     min_confidence: float | None = Field(
         None, ge=0, le=1, description="answers scored below this come back as no answer, with their score"
@@ -93,6 +100,7 @@ class ApiAnswer(BaseModel):
     )
     start: int = Field(description="character offset (code points) of the answer in the context")
     end: int = Field(description="character offset (code points) just past the answer")
+    passage: int | None = Field(None, description="with contexts: the index of the answer's passage")
     no_answer: bool | None = Field(
         None, description="for a model with a null threshold (SQuAD v2), or when min_confidence was given"
     )
