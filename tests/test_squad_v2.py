@@ -372,7 +372,13 @@ def test_each_evaluation_leaves_its_own_complete_set_of_files(arranged_model_dir
     evaluate_cmd.main([*common, "--validation-file", str(write_squad_json(tmp_path / "v2.json", v2_articles()))])
     assert (out / "na_prob.json").is_file()
     evaluate_cmd.main([*common, "--validation-file", str(write_squad_json(tmp_path / "v1.json")), "--save-nbest"])
-    assert sorted(path.name for path in out.iterdir()) == ["metrics.json", "nbest_predictions.json", "predictions.json"]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "metrics.json",
+        "nbest_predictions.json",
+        "predictions.json",
+        "report.html",
+        "report.json",
+    ]
     evaluate_cmd.main([*common, "--validation-file", str(tmp_path / "v1.json")])
     assert not (out / "nbest_predictions.json").exists()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT, PAD = 460, 220, 36
+WIDTH, HEIGHT, PAD = 520, 220, 36
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 62rem; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
@@ -79,7 +79,7 @@ def render_report(report: dict[str, Any], title: str) -> str:
 
 
 def _bar_chart(name: str, rows: list[dict[str, Any]]) -> str:
-    bar_height, label_width = 18, 190
+    bar_height, label_width = 18, 250
     height = PAD + bar_height * len(rows) + 10
     scale = (WIDTH - label_width - 60) / 100
     bars = []
