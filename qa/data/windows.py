@@ -35,15 +35,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("QA_CACHE_DIR", Path.home() / ".cache" / "qa-squad"))
 
 
-@dataclass
-class TrainWindows:
-    """Labelled training windows; window ``w`` is ``input_ids[starts[w]:starts[w] + lengths[w]]``."""
+class _RaggedWindows:
+    """What both kinds of windows share: ``lengths`` and where each window starts in the flat arrays."""
 
-    input_ids: np.ndarray
-    token_type_ids: np.ndarray | None
     lengths: np.ndarray
-    start_positions: np.ndarray
-    end_positions: np.ndarray
 
     @cached_property
     def starts(self) -> np.ndarray:
@@ -54,7 +49,18 @@ class TrainWindows:
 
 
 @dataclass
-class EvalWindows:
+class TrainWindows(_RaggedWindows):
+    """Labelled training windows; window ``w`` is ``input_ids[starts[w]:starts[w] + lengths[w]]``."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray | None
+    lengths: np.ndarray
+    start_positions: np.ndarray
+    end_positions: np.ndarray
+
+
+@dataclass
+class EvalWindows(_RaggedWindows):
     """Evaluation windows with the offsets and example mapping the decoder needs."""
 
     input_ids: np.ndarray
@@ -65,13 +71,6 @@ class EvalWindows:
     null_positions: np.ndarray  # [windows] position of the CLS token, whose logits score "no answer"
     example_ids: list[str]
     contexts: list[str]
-
-    @cached_property
-    def starts(self) -> np.ndarray:
-        return window_starts(self.lengths)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
 
 
 @dataclass
