@@ -145,3 +145,22 @@ def test_a_v2_no_answer_gets_the_probability_that_abstaining_is_right(arranged_m
     listed = ask(model, capsys, "--top-k", "20")
     null = [a for a in listed if a["no_answer"]]
     assert not listed[0]["no_answer"] and all(a["score"] < 0.5 for a in null)
+
+
+def test_training_stores_the_calibrator_of_its_best_evaluation_and_none_on_few_questions(arranged_model_dir, tmp_path):
+    from helpers import tiny_train_argv
+
+    from qa.commands import train as train_cmd
+
+    data = questions_file(tmp_path / "dev.jsonl", 240)
+    few = questions_file(tmp_path / "few.jsonl", 20)
+    for validation, stored in ((data, True), (few, False)):
+        out = tmp_path / f"out-{stored}"
+        argv = tiny_train_argv(arranged_model_dir, out, tmp_path / "cache", "--train-file", str(few))
+        argv += ["--validation-file", str(validation), "--max-steps", "2", "--eval-steps", "2", "--lr", "1e-6"]
+        train_cmd.main(argv)
+        for directory in (out, out / "checkpoint-2"):
+            config = json.loads((directory / "config.json").read_text())
+            assert ("qa_calibration" in config) == stored, directory
+            if stored:
+                assert config["qa_calibration"]["fitted_on"] == 240

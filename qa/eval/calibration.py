@@ -106,6 +106,13 @@ def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, iterations: int =
     return Calibrator(float(weights[0]), float(weights[1]), int(len(x)))
 
 
+def fitted_on_evaluation(log_probs: np.ndarray, correct: np.ndarray) -> Calibrator | None:
+    """The calibrator an evaluation's answered questions fit, or None when they are too few to trust."""
+    if len(log_probs) < MIN_QUESTIONS_TO_FIT:
+        return None
+    return fit_calibrator(log_probs, correct)
+
+
 def calibration_bins(scores: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
     """Equal-width bins of the score over [0, 1]: count, mean score and accuracy of each (the
     reliability diagram); a score of exactly 1 falls in the last bin."""

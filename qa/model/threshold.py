@@ -18,11 +18,16 @@ from qa.files import NULL_THRESHOLD_KEY, read_json_object, write_json
 
 def set_null_threshold(model_config: Any, threshold: float | None) -> None:
     """The threshold a model config (a transformers config, or the dict of a config.json) carries (None: none)."""
+    set_config_entry(model_config, NULL_THRESHOLD_KEY, threshold)
+
+
+def set_config_entry(model_config: Any, key: str, value: Any) -> None:
+    """Set (None: remove) one key this tool keeps in a model config, loaded or as a config.json dict."""
     values = model_config if isinstance(model_config, dict) else vars(model_config)
-    if threshold is not None:
-        values[NULL_THRESHOLD_KEY] = threshold
+    if value is not None:
+        values[key] = value
     else:
-        values.pop(NULL_THRESHOLD_KEY, None)
+        values.pop(key, None)
 
 
 def store_null_threshold(model_dir: Path, threshold: float | None) -> None:
@@ -35,10 +40,7 @@ def store_config_entry(model_dir: Path, key: str, value: Any) -> None:
     the weights (the null threshold, the calibrator) goes in this one way."""
     path = model_dir / "config.json"
     config = read_json_object(path, "the model configuration")
-    if value is None:
-        config.pop(key, None)
-    else:
-        config[key] = value
+    set_config_entry(config, key, value)
     write_json(path, config, sort_keys=True)
 
 

@@ -17,10 +17,11 @@ from tqdm import tqdm
 from qa.config.train import TrainConfig
 from qa.data.batching import WindowCollator, epoch_batches, rank_slice
 from qa.data.windows import TrainWindows
+from qa.eval.calibration import fitted_on_evaluation
 from qa.eval.evaluator import AnswerSettings, score_examples
-from qa.files import CHECKPOINT_PREFIX
+from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX
 from qa.model.runtime import Runtime, barrier, inference_batch_size
-from qa.model.threshold import set_null_threshold
+from qa.model.threshold import set_config_entry, set_null_threshold
 from qa.train.checkpoint import prune_checkpoints, rng_states, save_checkpoint
 from qa.train.distillation import Teacher, distillation_loss, span_loss
 from qa.train.optimization import Optimization
@@ -201,6 +202,10 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
             "clock": {"train_seconds": run.train_seconds + run.log.training_seconds},
         }
         set_null_threshold(run.raw_model.config, evaluation.metrics.get("null_threshold") if evaluation else None)
+        # Like the threshold, the calibrator belongs to the weights it was fitted for: an evaluation
+        # checkpoint carries the one its evaluation fits (none on too few questions), others none.
+        calibrator = fitted_on_evaluation(evaluation.span_log_probs, evaluation.span_correct) if evaluation else None
+        set_config_entry(run.raw_model.config, CALIBRATION_KEY, calibrator.to_dict() if calibrator else None)
         path = save_checkpoint(
             run.output_dir,
             run.position.step,
@@ -211,6 +216,7 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
             results=evaluation.files if evaluation else None,
         )
         set_null_threshold(run.raw_model.config, None)
+        set_config_entry(run.raw_model.config, CALIBRATION_KEY, None)
         best = run.output_dir / f"{CHECKPOINT_PREFIX}{run.best.best_step}" if run.best.best_step else None
         prune_checkpoints(run.output_dir, run.config.save_total_limit, protect=best)
     barrier(run.runtime)

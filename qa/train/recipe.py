@@ -18,10 +18,11 @@ from qa.config.train import TrainConfig
 from qa.data.loading import load_examples, load_training_examples
 from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
 from qa.errors import QAError
+from qa.files import CALIBRATION_KEY
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
 from qa.model.runtime import Runtime, main_process_first, setup_runtime, shutdown
 from qa.model.student import check_student_layers, shrink_to_layers
-from qa.model.threshold import forget_null_threshold
+from qa.model.threshold import forget_null_threshold, set_config_entry
 from qa.train.checkpoint import (
     clear_run,
     holds_a_run,
@@ -77,6 +78,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         kept = shrink_to_layers(raw_model, config.student_layers, source)
         log.say(f"student: layers {kept} of {source}")
     raw_model = raw_model.to(runtime.device)
+    set_config_entry(raw_model.config, CALIBRATION_KEY, None)  # fitted for other weights, as the threshold
     inherited = forget_null_threshold(raw_model)
     if inherited is not None:
         log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")
