@@ -2,6 +2,7 @@
 
 import json
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -79,6 +80,30 @@ def test_a_client_that_stalls_in_its_headers_or_body_is_cut_off(quick_server):
     assert response.startswith(b"HTTP/1.1 408") and b"not received within 2 s" in response
     assert b"connection: close" in response.lower()
     assert call(base, "/answer", {"question": "Who won?", "context": CONTEXT})[0] == 200
+    log = drain(process.stderr)
+    assert log.count("no complete request within 2 s") == 1 and "Traceback" not in log, log
+
+
+def test_a_kept_alive_connection_that_trickles_its_next_head_is_cut_off(quick_server):
+    # The header deadline runs from a request's first byte, not from the last one: a client that keeps
+    # sending header lines (every byte restarts uvicorn's own keep-alive timer) is still closed.
+    process, base = quick_server
+    drain(process.stderr)
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        closed = False
+        for line in [b"POST /answer HTTP/1.1\r\n"] + [b"X-Slow: 1\r\n"] * 40:  # 10 s of trickle
+            try:
+                sock.sendall(line)
+            except OSError:
+                closed = True
+                break
+            if select.select([sock], [], [], 0.25)[0] and sock.recv(65536) == b"":
+                closed = True
+                break
+    assert closed
     log = drain(process.stderr)
     assert log.count("no complete request within 2 s") == 1 and "Traceback" not in log, log
 

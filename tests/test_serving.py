@@ -209,6 +209,20 @@ def test_the_openapi_schema_describes_the_real_request_and_responses(server):
     assert {"context", "contexts"} <= set(question["properties"])  # one or the other: the server checks which
     assert question["properties"]["context"]["maxLength"] == 5000  # --max-context-chars
     assert {"200", "400", "408", "413", "422", "500", "503"} <= set(operation["responses"])
+    # One contract: the bounds the schema states are where the server's parser draws its lines.
+    properties, base = question["properties"], {"question": "Who won?", "context": CONTEXT}
+    top_k, confidence = properties["top_k"], properties["min_confidence"]["anyOf"][0]
+    for field, inside, outside in [
+        ("top_k", top_k["maximum"], top_k["maximum"] + 1),
+        ("top_k", top_k["minimum"], top_k["minimum"] - 1),
+        ("min_confidence", confidence["maximum"], confidence["maximum"] + 0.01),
+        ("min_confidence", confidence["minimum"], confidence["minimum"] - 0.01),
+    ]:
+        assert call(server, "/answer", {**base, field: inside})[0] == 200, (field, inside)
+        status, refused, _ = call(server, "/answer", {**base, field: outside})
+        assert (status, refused["field"]) == (422, field), (field, outside)
+    status, refused, _ = call(server, "/answer", {**base, "topk": 2})
+    assert (status, refused["field"]) == (422, "topk") and "topk" not in properties
 
 
 def test_a_body_that_is_not_json_by_content_type_or_names_a_key_twice_is_refused(server):

@@ -1,8 +1,11 @@
 """One question to answer, read from the command line, a JSON Lines file or an HTTP body.
 
-predict.py and the server check a question the same way (the text rule of `qa.text`, the
-id, the number of answers asked for) and differ only in how they report a problem:
-predict.py names the file and line, the server answers 4xx naming the JSON field.
+The request contract is written once, as the pydantic model `QuestionRequest`: its fields, their
+bounds and descriptions. The server's OpenAPI document is made from it (`qa.serve.api`), and
+`question_from_json` takes from it the fields it accepts and the bounds it checks. The checks
+themselves are ours rather than pydantic's validation because they carry the text rule of
+`qa.text` (valid Unicode, a visible character), near-miss field names, and one-line messages that
+name the field the way predict.py and the server report them (file and line; 4xx with the field).
 """
 
 from __future__ import annotations
@@ -10,9 +13,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ConfigDict, Field
+
 from qa.text import label_problem, text_problem
 
-QUESTION_FIELDS = ("question", "context", "contexts", "id", "top_k", "min_confidence")
+
+class QuestionRequest(BaseModel):
+    """One question: the JSON object of a --input line and of a POST /answer body."""
+
+    model_config = ConfigDict(extra="forbid", title="Question")
+    question: str = Field(min_length=1, description="the question; must hold a visible character")
+    context: str | None = Field(
+        None, min_length=1, description="the passage to answer from; must hold a visible character"
+    )
+    contexts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="instead of context: several passages; the answers come from any of them, each with its passage",
+    )
+    id: str | int | None = Field(None, description="your id for the question, returned with its answer")
+    top_k: int = Field(1, ge=1, description="how many answers to return (at most --n-best)")
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="answers scored below this come back as no answer, with their score"
+    )
+
+
+QUESTION_FIELDS = tuple(QuestionRequest.model_fields)
+
+
+def _bound(field: str, kind: type) -> Any:
+    """A bound (``Ge`` or ``Le``) that `QuestionRequest` declares for ``field``."""
+    metadata = QuestionRequest.model_fields[field].metadata
+    return next(getattr(bound, kind.__name__.lower()) for bound in metadata if isinstance(bound, kind))
+
+
+MIN_TOP_K = _bound("top_k", Ge)
+CONFIDENCE_RANGE = (_bound("min_confidence", Ge), _bound("min_confidence", Le))
 
 
 @dataclass
@@ -79,13 +116,16 @@ def question_from_json(
     top_k = item.get("top_k", default_top_k)
     if isinstance(top_k, float) and top_k.is_integer():
         top_k = int(top_k)  # JSON does not tell 2 from 2.0, and JSON Schema counts both as integers
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= max_top_k:
-        raise QuestionProblem("top_k", f"must be an integer from 1 to {max_top_k}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not MIN_TOP_K <= top_k <= max_top_k:
+        raise QuestionProblem("top_k", f"must be an integer from {MIN_TOP_K} to {max_top_k}")
     min_confidence = item.get("min_confidence", default_min_confidence)
+    low, high = CONFIDENCE_RANGE
     if min_confidence is not None and (
-        isinstance(min_confidence, bool) or not isinstance(min_confidence, int | float) or not 0 <= min_confidence <= 1
+        isinstance(min_confidence, bool)
+        or not isinstance(min_confidence, int | float)
+        or not low <= min_confidence <= high
     ):
-        raise QuestionProblem("min_confidence", "must be a number from 0 to 1")
+        raise QuestionProblem("min_confidence", f"must be a number from {low} to {high}")
     if known_fields_only:
         unknown = sorted(set(item) - set(QUESTION_FIELDS))
         if unknown:

@@ -1,6 +1,7 @@
 """The contract of POST /answer: parsing a body into questions (the checks of `qa.data.questions`,
-reported as 4xx with the field at fault), the pydantic models of questions, answers and errors,
-and the OpenAPI document made from them with this server's limits."""
+reported as 4xx with the field at fault), and the OpenAPI document made from the request model
+(`qa.data.questions.QuestionRequest`, the one the parser takes its fields and bounds from) and
+the pydantic models of answers and errors, with this server's limits."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from typing import Any
 
 from qa.config.predict import PredictConfig
-from qa.data.questions import Question, QuestionProblem, question_from_json
+from qa.data.questions import Question, QuestionProblem, QuestionRequest, question_from_json
 from qa.errors import QAError
 from qa.text import BOM, DuplicateKey, loads_record
 
@@ -71,26 +72,6 @@ def parse_questions(body: bytes, config: PredictConfig) -> tuple[list[Question],
 # ---------------------------------------------------------------- the API and its schema
 
 
-class ApiQuestion(BaseModel):
-    """One question (the schema of POST /answer; the server's own checks in `qa.data.questions` are the authority)."""
-
-    model_config = ConfigDict(extra="forbid", title="Question")
-    question: str = Field(min_length=1, description="the question; must hold a visible character")
-    context: str | None = Field(
-        None, min_length=1, description="the passage to answer from; must hold a visible character"
-    )
-    contexts: list[str] | None = Field(
-        None,
-        min_length=1,
-        description="instead of context: several passages; the answers come from any of them, each with its passage",
-    )
-    top_k: int = Field(1, ge=1, description="how many answers to return (at most --n-best)")
-    min_confidence: float | None = Field(
-        None, ge=0, le=1, description="answers scored below this come back as no answer, with their score"
-    )
-    id: str | int | None = Field(None, description="your id for the question, returned with its answer")
-
-
 class ApiAnswer(BaseModel):
     model_config = ConfigDict(title="Answer")
     answer: str = Field(description="the answer text; empty when the model says the context does not answer")
@@ -135,7 +116,7 @@ ERROR_STATUSES = {
 def openapi_parts(config: PredictConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The request body, the responses and the component schemas of POST /answer, with this server's limits."""
     refs = "#/components/schemas/{model}"
-    question = ApiQuestion.model_json_schema(ref_template=refs)
+    question = QuestionRequest.model_json_schema(ref_template=refs)
     question["properties"]["context"]["maxLength"] = config.max_context_chars
     question["properties"]["top_k"]["maximum"] = config.decode.n_best
     one_result = {

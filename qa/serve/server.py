@@ -19,7 +19,6 @@ went away or timed out are dropped before inference. The API's OpenAPI schema is
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import socket
@@ -31,8 +30,9 @@ from typing import Any
 from qa.config.predict import PredictConfig
 from qa.errors import QAError
 from qa.eval.answering import load_reader
-from qa.serve.app import build_app, log
+from qa.serve.app import build_app
 from qa.serve.batcher import Answerer
+from qa.serve.header_deadline import header_deadline_protocol
 
 # ---------------------------------------------------------------- the process
 
@@ -49,56 +49,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise QAError(f"cannot serve on {host}:{port} ({problem.strerror or problem})") from None
     return sock
-
-
-def header_timeout_protocol(read_timeout_s: float) -> type:
-    """uvicorn's HTTP/1.1 protocol with a deadline for request headers, which uvicorn does not have:
-    a client that connects, or sends part of its headers, and stalls would otherwise hold its
-    connection, and delay a shutdown, without end. Idle keep-alive connections stay uvicorn's."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderTimeoutProtocol(H11Protocol):
-        header_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._watch_headers(started=True)
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._watch_headers(started=True)
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._watch_headers(started=False)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_timer()
-            super().connection_lost(exc)
-
-        def _awaiting_headers(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
-
-        def _watch_headers(self, started: bool) -> None:
-            """Arm the deadline when a request has begun (connection or first bytes) but its headers are incomplete."""
-            if not self._awaiting_headers():
-                self._stop_timer()
-            elif started and self.header_timer is None and not self.transport.is_closing():
-                self.header_timer = self.loop.call_later(read_timeout_s, self._headers_too_slow)
-
-        def _stop_timer(self) -> None:
-            if self.header_timer is not None:
-                self.header_timer.cancel()
-                self.header_timer = None
-
-        def _headers_too_slow(self) -> None:
-            self.header_timer = None
-            if self._awaiting_headers() and not self.transport.is_closing():
-                client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-                log.warning("closed the connection of %s: no complete request within %g s", client, read_timeout_s)
-                self.transport.close()
-
-    return HeaderTimeoutProtocol
 
 
 def serve(config: PredictConfig) -> None:
@@ -140,7 +90,7 @@ def make_server(app: Any, config: PredictConfig) -> Any:
     return Server(
         uvicorn.Config(
             app,
-            http=header_timeout_protocol(config.read_timeout_s),
+            http=header_deadline_protocol(config.read_timeout_s),
             log_level="warning",
             # Every request ends within its read and answer limits, so a drain ends within their sum.
             timeout_graceful_shutdown=config.read_timeout_s + config.answer_timeout_s + 5,
