@@ -27,10 +27,10 @@ def config_from_args(argv: list[str] | None = None) -> PredictConfig:
 
 def read_requests(config: PredictConfig) -> tuple[list[Question], bool]:
     """The questions to answer and whether they came from --input (JSON lines out)."""
-    if config.input is not None:
+    if config.input_file is not None:
         if config.question or config.context or config.context_file:
             raise QAError("--input cannot be combined with --question / --context / --context-file")
-        return _read_jsonl(config.input, config), True
+        return _read_jsonl(config.input_file, config), True
     if config.question is None:
         raise QAError("give --question with --context or --context-file, or --input FILE.jsonl")
     if (config.context is None) == (config.context_file is None):
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     for question, answers in zip(questions, results, strict=True):
         if from_file:
             print(json_line(shape_answers(answers, question)))
-        elif config.json:
+        elif config.print_json:
             print(json_line(answers[0] if config.top_k == 1 else answers))
         else:
             for answer in answers:

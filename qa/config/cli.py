@@ -21,7 +21,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from qa.config.settings import flag, raise_problems
+from qa.config.settings import field_flag, flag, raise_problems
 from qa.errors import QAError
 from qa.files import read_json_object, read_training_args
 
@@ -89,6 +89,9 @@ def _add_flag(
     target: Any, name: str, annotation: Any, default: Any, metadata: dict, as_trained: bool, only_given: bool
 ) -> None:
     help_text = metadata.get("help", "")
+    # A field may be named apart from its flag (``print_json`` for --json) where the flag's word would
+    # mislead as an attribute; fields read from --config files keep their flag's name (the file's key).
+    shown = metadata.get("flag", name)
     # run_qa.py / run_qa_no_trainer.py spellings of the same flag, listed beside ours in --help.
     aliases = list(metadata.get("run_qa", ()))
     # argparse.SUPPRESS as the default: the parsed namespace holds only the flags given.
@@ -107,14 +110,14 @@ def _add_flag(
     if annotation is bool:
         if default:
             target.add_argument(
-                f"--no-{name.replace('_', '-')}",
+                f"--no-{shown.replace('_', '-')}",
                 dest=name,
                 action="store_false",
                 help=f"turn off: {help_text}",
                 **given_default,
             )
         else:
-            target.add_argument(flag(name), *aliases, dest=name, action="store_true", help=help_text, **given_default)
+            target.add_argument(flag(shown), *aliases, dest=name, action="store_true", help=help_text, **given_default)
         return
     options: dict[str, Any] = {"dest": name, "type": _plain_type(annotation), "help": help_text, "default": default}
     options.update(given_default)
@@ -125,7 +128,7 @@ def _add_flag(
         # evaluate.py / predict.py: the checkpoint's training value unless the flag is given.
         options["default"] = None
         options["help"] = f"{help_text} (default: as trained, else {default})"
-    target.add_argument(flag(name), *aliases, **options)
+    target.add_argument(flag(shown), *aliases, **options)
 
 
 def run_qa_aliases(config_class: type) -> list[tuple[str, str]]:
@@ -136,7 +139,7 @@ def run_qa_aliases(config_class: type) -> list[tuple[str, str]]:
         if is_dataclass(hints[item.name]):
             table += run_qa_aliases(hints[item.name])
             continue
-        table += [(alias, flag(item.name)) for alias in item.metadata.get("run_qa", ())]
+        table += [(alias, field_flag(item)) for alias in item.metadata.get("run_qa", ())]
         for switch, value in item.metadata.get("run_qa_switches", {}).items():
             if isinstance(value, bool):
                 table.append((switch, f"(on by default; --no-{item.name.replace('_', '-')} turns it off)"))

@@ -9,7 +9,7 @@ from qa.config.settings import (
     Problems,
     WindowSettings,
     checkpoint_setting,
-    flag,
+    field_flag,
     inference_batch_setting,
     precision_setting,
     setting,
@@ -29,8 +29,8 @@ class Answering:
     )
     context: str | None = setting(None, "the context text", mode=ONE_SHOT)
     context_file: str | None = setting(None, "read the context from this file ('-' for standard input)", mode=ONE_SHOT)
-    input: str | None = setting(
-        None, 'JSON lines file of {"question", "context", "id"?, "top_k"?} objects', mode=ONE_SHOT
+    input_file: str | None = setting(
+        None, 'JSON lines file of {"question", "context", "id"?, "top_k"?} objects', mode=ONE_SHOT, flag="input"
     )
     ckpt: str = checkpoint_setting("model and decoding")
     top_k: int = setting(1, "how many answers to return (at most --n-best)", mode=ONE_SHOT)
@@ -43,8 +43,8 @@ class Answering:
     decode: DecodeSettings = setting(DecodeSettings)
     batch_size: int | None = inference_batch_setting()
     precision: str = precision_setting()
-    json: bool = setting(
-        False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)", mode=ONE_SHOT
+    print_json: bool = setting(
+        False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)", mode=ONE_SHOT, flag="json"
     )
 
 
@@ -98,7 +98,7 @@ class PredictConfig(Serving, Answering):
         """Flags of the other mode are refused rather than silently ignored."""
         unused_mode = ONE_SHOT if self.serve else SERVING
         unused = [
-            flag(item.name) for item in fields(self) if item.metadata.get("mode") == unused_mode and item.name in given
+            field_flag(item) for item in fields(self) if item.metadata.get("mode") == unused_mode and item.name in given
         ]
         if not unused:
             return []

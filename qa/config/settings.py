@@ -38,6 +38,11 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def field_flag(item: Any) -> str:
+    """The flag of a dataclass field: its name's, unless its metadata names the flag (``flag=``)."""
+    return flag(item.metadata.get("flag", item.name))
+
+
 @dataclass
 class WindowSettings:
     """How a question and a long context become model windows."""

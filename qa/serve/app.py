@@ -62,8 +62,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(answerer: Any, config: PredictConfig) -> Any:
-    batcher = Batcher(answerer, config)
+def build_app(reader: Any, config: PredictConfig) -> Any:
+    batcher = Batcher(reader, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -129,7 +129,7 @@ def build_app(answerer: Any, config: PredictConfig) -> Any:
 
     @app.get("/health")
     async def health() -> Any:
-        return {**answerer.health(), "waiting": batcher.waiting, "dropped": batcher.dropped}
+        return {**reader.health(), "waiting": batcher.waiting, "dropped": batcher.dropped}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> Any:

@@ -27,8 +27,8 @@ class Pending:
     request_id: str
 
 
-class Answerer:
-    """Answers lists of questions with a loaded `qa.answering.Reader`; counts its work for /health."""
+class ServedReader:
+    """The `qa.eval.answering.Reader` the server runs: answers lists of questions and counts its work for /health."""
 
     def __init__(self, reader: Any) -> None:
         self.reader = reader
@@ -76,8 +76,8 @@ def _release_freed_memory() -> None:
 class Batcher:
     """Collects waiting requests into batches and answers each batch in the inference thread."""
 
-    def __init__(self, answerer: Any, config: PredictConfig) -> None:
-        self.answerer = answerer
+    def __init__(self, reader: Any, config: PredictConfig) -> None:
+        self.reader = reader
         self.config = config
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.waiting = 0  # questions queued or being answered
@@ -141,7 +141,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         everything = [question for pending in batch for question in pending.questions]
         try:
-            answers = await loop.run_in_executor(self.executor, self.answerer.answer, everything)
+            answers = await loop.run_in_executor(self.executor, self.reader.answer, everything)
         except Exception as error:
             if len(batch) == 1:
                 _settle(batch[0], error=error)
@@ -151,7 +151,7 @@ class Batcher:
                 if pending.future.done():
                     continue
                 try:
-                    _settle(pending, await loop.run_in_executor(self.executor, self.answerer.answer, pending.questions))
+                    _settle(pending, await loop.run_in_executor(self.executor, self.reader.answer, pending.questions))
                 except Exception as single_error:
                     _settle(pending, error=single_error)
             return

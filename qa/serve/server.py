@@ -31,7 +31,7 @@ from qa.config.predict import PredictConfig
 from qa.errors import QAError
 from qa.eval.answering import load_reader
 from qa.serve.app import build_app
-from qa.serve.batcher import Answerer
+from qa.serve.batcher import ServedReader
 from qa.serve.header_deadline import header_deadline_protocol
 
 # ---------------------------------------------------------------- the process
@@ -56,7 +56,7 @@ def serve(config: PredictConfig) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.WARNING, stream=sys.stderr)
     sock = bind_socket(config.host, config.port)
     reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
-    app = build_app(Answerer(reader), config)
+    app = build_app(ServedReader(reader), config)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     print(f"serving {config.ckpt} on http://{shown_host}:{port} (Ctrl-C to stop)", file=sys.stderr, flush=True)
