@@ -164,3 +164,50 @@ def test_training_stores_the_calibrator_of_its_best_evaluation_and_none_on_few_q
             assert ("qa_calibration" in config) == stored, directory
             if stored:
                 assert config["qa_calibration"]["fitted_on"] == 240
+
+
+def test_v2_calibrate_fits_the_no_answer_probability_and_the_stored_calibrator_round_trips(
+    arranged_model_dir, tmp_path, capsys
+):
+    from qa.model.threshold import store_null_threshold
+
+    model = tmp_path / "v2"
+    shutil.copytree(arranged_model_dir, model)
+    # Three in four questions have no answer: whatever the (here constant) null margin, abstaining is
+    # right three times in four, and the fitted no-answer probability must say 0.75.
+    rows = []
+    for index in range(240):
+        answers = {"text": ["Denver Broncos"], "answer_start": [CONTEXT.index("Denver")]} if index % 4 == 0 else None
+        rows.append(
+            {
+                "id": f"q{index}",
+                "question": f"Who won, {index}?",
+                "context": CONTEXT,
+                "answers": answers or {"text": [], "answer_start": []},
+            }
+        )
+    data = tmp_path / "dev.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    argv = ["--ckpt", str(model), "--validation-file", str(data), "--output-dir", str(tmp_path / "r"), "--no-progress"]
+    evaluate_cmd.main([*argv, "--null-threshold", "1e6", "--calibrate"])  # answer all: 240 spans to fit on
+    assert "calibrated 'no answer' on 240 questions: ECE" in capsys.readouterr().err
+    stored = json.loads((model / "config.json").read_text())["qa_calibration"]
+    calibrator = Calibrator.from_dict(stored)
+    assert stored["null_fitted_on"] == 240 and calibrator.calibrates_no_answer
+    assert Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict()))) == calibrator
+    store_null_threshold(model, -1e6)  # abstains on everything
+    answer = ask(model, capsys)
+    assert answer["no_answer"] and answer["score"] == pytest.approx(0.75, abs=0.02)
+    # A calibrator stored before the no-answer part existed still loads, and calibrates spans only.
+    old = {key: stored[key] for key in ("slope", "intercept", "fitted_on", "feature", "method")}
+    assert not Calibrator.from_dict(old).calibrates_no_answer
+
+
+def test_calibrate_on_v1_data_fits_no_no_answer_part(arranged_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    data = questions_file(tmp_path / "dev.jsonl", 240)
+    evaluate_cmd.main(["--ckpt", str(model), "--validation-file", str(data), "--calibrate", "--no-progress"])
+    assert "no answer" not in capsys.readouterr().err
+    stored = json.loads((model / "config.json").read_text())["qa_calibration"]
+    assert stored["null_slope"] is None and stored["null_fitted_on"] == 0

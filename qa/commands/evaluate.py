@@ -101,7 +101,7 @@ def _calibrate(checkpoint: str, evaluation: Any) -> None:
     from qa.eval.calibration import (
         MIN_QUESTIONS_TO_FIT,
         expected_calibration_error,
-        fit_calibrator,
+        no_answer_confidence,
         uncalibrated_confidence,
     )
     from qa.model.threshold import store_config_entry
@@ -112,13 +112,30 @@ def _calibrate(checkpoint: str, evaluation: Any) -> None:
             f"--calibrate: {len(log_probs)} answered questions are too few to fit a calibrator on (at least "
             f"{MIN_QUESTIONS_TO_FIT}); nothing was stored"
         )
-    calibrator = fit_calibrator(log_probs, correct)
+    calibrator = evaluation.fit_calibrator()
     before = expected_calibration_error(uncalibrated_confidence(log_probs), correct)
     after = expected_calibration_error(calibrator.confidence(log_probs), correct)
     store_config_entry(Path(checkpoint), CALIBRATION_KEY, calibrator.to_dict())
     print(
         f"calibrated on {len(log_probs)} answered questions: ECE {before:.4f} before, {after:.4f} after (on the "
         f"questions it was fitted on; measure on others); stored in {Path(checkpoint) / 'config.json'}",
+        file=sys.stderr,
+    )
+    margins, no_answer = evaluation.null_margins, evaluation.no_answer_right
+    if margins is None:
+        return
+    if not calibrator.calibrates_no_answer:
+        print(
+            f"note: 'no answer' scores stay uncalibrated: {len(margins)} questions, at least {MIN_QUESTIONS_TO_FIT} "
+            "with and without an answer are needed to fit them",
+            file=sys.stderr,
+        )
+        return
+    threshold = evaluation.metrics.get("null_threshold")
+    plain = [no_answer_confidence(margin, 0.0, threshold) for margin in margins]
+    print(
+        f"calibrated 'no answer' on {len(margins)} questions: ECE {expected_calibration_error(plain, no_answer):.4f} "
+        f"before, {expected_calibration_error(calibrator.no_answer_confidence(margins), no_answer):.4f} after",
         file=sys.stderr,
     )
 

@@ -6,13 +6,18 @@ The calibrator maps it to the probability that the answer is exactly right (SQuA
 ``sigmoid(slope * log_prob + intercept)`` (Platt scaling), fitted by maximum likelihood on labelled
 questions. Platt over isotonic: two numbers that store in config.json and cannot overfit a few
 hundred questions; bench/calibration.py measures both.
+
+On SQuAD v2 models "no answer" has a calibrator of its own: the probability that abstaining is right
+(the question has no answer) as ``sigmoid(null_slope * margin + null_intercept)`` of the null margin
+(null score - best span score, the quantity the null threshold cuts), fitted on every question of
+data that holds unanswerable ones. The threshold decides whether to abstain; this says how sure.
 Pure numpy: usable from a notebook on any set of scores.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,9 +35,20 @@ class Calibrator:
     fitted_on: int
     feature: str = "span_log_prob"
     method: str = "platt"
+    # SQuAD v2: Platt scaling of the null margin to P(no answer is right); None: not fitted
+    null_slope: float | None = None
+    null_intercept: float | None = None
+    null_fitted_on: int = 0
 
     def confidence(self, log_prob: float | np.ndarray) -> Any:
         return _sigmoid(self.slope * np.asarray(log_prob, dtype=np.float64) + self.intercept)
+
+    @property
+    def calibrates_no_answer(self) -> bool:
+        return self.null_slope is not None and self.null_intercept is not None
+
+    def no_answer_confidence(self, null_margin: float | np.ndarray) -> Any:
+        return _sigmoid(self.null_slope * np.asarray(null_margin, dtype=np.float64) + self.null_intercept)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,11 +60,14 @@ class Calibrator:
             return None
         try:
             slope, intercept, fitted_on = float(value["slope"]), float(value["intercept"]), int(value["fitted_on"])
+            null = [value.get("null_slope"), value.get("null_intercept")]
+            null = [float(number) for number in null] if None not in null else [None, None]
+            null_fitted = int(value.get("null_fitted_on", 0))
         except (KeyError, TypeError, ValueError):
             return None
-        if not (math.isfinite(slope) and math.isfinite(intercept)):
+        if not all(math.isfinite(number) for number in [slope, intercept, *(n for n in null if n is not None)]):
             return None
-        return cls(slope, intercept, fitted_on)
+        return cls(slope, intercept, fitted_on, null_slope=null[0], null_intercept=null[1], null_fitted_on=null_fitted)
 
 
 def span_confidence(log_prob: float | None, calibrator: Calibrator | None) -> float:
@@ -58,12 +77,17 @@ def span_confidence(log_prob: float | None, calibrator: Calibrator | None) -> fl
     return float(calibrator.confidence(log_prob) if calibrator is not None else uncalibrated_confidence(log_prob))
 
 
-def no_answer_confidence(null_score: float, best_span_score: float | None, threshold: float | None) -> float:
-    """The probability that "no answer" is right: a sigmoid of null score - best span score - threshold,
-    above 0.5 exactly when the model abstains (the official script's no-answer probability)."""
+def no_answer_confidence(
+    null_score: float, best_span_score: float | None, threshold: float | None, calibrator: Calibrator | None = None
+) -> float:
+    """The probability that "no answer" is right: the calibrator's, where it calibrates no answer; else a
+    sigmoid of null score - best span score - threshold, above 0.5 exactly when the model abstains."""
     if best_span_score is None:
         return 1.0
-    return float(_sigmoid(np.float64(null_score - best_span_score - (threshold or 0.0))))
+    margin = null_score - best_span_score
+    if calibrator is not None and calibrator.calibrates_no_answer:
+        return float(calibrator.no_answer_confidence(margin))
+    return float(_sigmoid(np.float64(margin - (threshold or 0.0))))
 
 
 def candidate_confidence(
@@ -71,14 +95,14 @@ def candidate_confidence(
 ) -> float:
     """The score of one n-best candidate (`qa.eval.decoding.Candidate`) of ``prediction``."""
     if candidate.text == "" and candidate.log_prob is None and prediction.null_score is not None:
-        return no_answer_confidence(prediction.null_score, prediction.score, threshold)
+        return no_answer_confidence(prediction.null_score, prediction.score, threshold, calibrator)
     return span_confidence(candidate.log_prob, calibrator)
 
 
 def prediction_confidence(prediction: Any, calibrator: Calibrator | None, threshold: float | None) -> float:
     """The score of the answer a prediction reports (its span, or "no answer" when it abstains)."""
     if prediction.no_answer:
-        return no_answer_confidence(prediction.null_score, prediction.score, threshold)
+        return no_answer_confidence(prediction.null_score, prediction.score, threshold, calibrator)
     return span_confidence(prediction.log_prob, calibrator)
 
 
@@ -88,12 +112,15 @@ def uncalibrated_confidence(log_prob: float | np.ndarray) -> Any:
 
 
 def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, iterations: int = 50) -> Calibrator:
-    """Platt scaling by Newton's method on the logistic log-likelihood (a tiny ridge keeps it finite
-    when one feature value separates right from wrong perfectly)."""
+    """Platt scaling by Newton's method on the logistic log-likelihood. The feature is centred and scaled
+    first (a feature that barely varies would leave slope and intercept nearly collinear, and Newton's
+    steps unbounded), and a tiny ridge keeps the fit finite when one value separates right from wrong."""
     x = np.asarray(log_probs, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    weights = np.array([1.0, 0.0])
+    centre, spread = float(x.mean()), float(x.std())
+    spread = spread if spread > 1e-12 else 1.0
+    design = np.stack([(x - centre) / spread, np.ones_like(x)], axis=1)
+    weights = np.zeros(2)
     ridge = 1e-6 * len(x)
     for _ in range(iterations):
         p = _sigmoid(design @ weights)
@@ -103,14 +130,34 @@ def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, iterations: int =
         weights -= step
         if np.abs(step).max() < 1e-10:
             break
-    return Calibrator(float(weights[0]), float(weights[1]), int(len(x)))
+    slope = weights[0] / spread
+    return Calibrator(float(slope), float(weights[1] - slope * centre), int(len(x)))
 
 
-def fitted_on_evaluation(log_probs: np.ndarray, correct: np.ndarray) -> Calibrator | None:
-    """The calibrator an evaluation's answered questions fit, or None when they are too few to trust."""
+def with_no_answer_fit(calibrator: Calibrator, null_margins: np.ndarray, no_answer_right: np.ndarray) -> Calibrator:
+    """``calibrator`` with its no-answer part fitted on these questions' null margins (label: the
+    question has no answer), or without one when they are too few or all of one kind."""
+    labels = np.asarray(no_answer_right, dtype=np.float64)
+    if len(labels) < MIN_QUESTIONS_TO_FIT or labels.min() == labels.max():
+        return calibrator
+    fitted = fit_calibrator(null_margins, labels)
+    return replace(calibrator, null_slope=fitted.slope, null_intercept=fitted.intercept, null_fitted_on=len(labels))
+
+
+def fitted_on_evaluation(
+    log_probs: np.ndarray,
+    correct: np.ndarray,
+    null_margins: np.ndarray | None = None,
+    no_answer_right: np.ndarray | None = None,
+) -> Calibrator | None:
+    """The calibrator an evaluation fits: on its answered questions (None when too few to trust) and, for
+    data with unanswerable questions, on every question's null margin too."""
     if len(log_probs) < MIN_QUESTIONS_TO_FIT:
         return None
-    return fit_calibrator(log_probs, correct)
+    calibrator = fit_calibrator(log_probs, correct)
+    if null_margins is not None and no_answer_right is not None:
+        calibrator = with_no_answer_fit(calibrator, null_margins, no_answer_right)
+    return calibrator
 
 
 def calibration_bins(scores: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:

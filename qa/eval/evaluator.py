@@ -20,6 +20,7 @@ from qa.eval.calibration import (
     Calibrator,
     brier_score,
     expected_calibration_error,
+    fitted_on_evaluation,
     prediction_confidence,
     risk_coverage,
 )
@@ -121,6 +122,13 @@ class Evaluation:
     files: dict[str, Any]
     span_log_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the answered questions
     span_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their exact match, 0 or 1
+    # SQuAD v2 data: every question's null margin (null - best span score) and whether it has no answer
+    null_margins: np.ndarray | None = None
+    no_answer_right: np.ndarray | None = None
+
+    def fit_calibrator(self) -> Calibrator | None:
+        """The calibrator this evaluation fits (`qa.eval.calibration.fitted_on_evaluation`)."""
+        return fitted_on_evaluation(self.span_log_probs, self.span_correct, self.null_margins, self.no_answer_right)
 
 
 def evaluate_examples(
@@ -245,7 +253,13 @@ def score_examples(
         files[REPORT_FILE] = build_report(inputs)
         files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], f"Evaluation report: {len(example_ids)} questions")
     log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
-    return Evaluation(metrics, files, log_probs, correct[answered])
+    evaluation = Evaluation(metrics, files, log_probs, correct[answered])
+    if "best_null_threshold" in scores:
+        margins = np.array([_null_difference(p) for p in predictions])
+        finite = np.isfinite(margins)
+        no_answer = np.array([not any(golds[example_id]) for example_id in example_ids], dtype=np.float64)
+        evaluation.null_margins, evaluation.no_answer_right = margins[finite], no_answer[finite]
+    return evaluation
 
 
 def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qa.eval.calibration import fitted_on_evaluation
 from qa.eval.evaluator import write_result_files
 from qa.eval.scoring import summary_line
 from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, read_json_object
@@ -97,7 +96,7 @@ def _evaluate_final_model(run: Run) -> dict[str, Any] | None:
         for directory in (run.output_dir, final_checkpoint):
             if (directory / "config.json").is_file():
                 store_null_threshold(directory, metrics["null_threshold"])
-    calibrator = fitted_on_evaluation(evaluation.span_log_probs, evaluation.span_correct)
+    calibrator = evaluation.fit_calibrator()
     if calibrator is not None and run.runtime.is_main:
         store_config_entry(run.output_dir, CALIBRATION_KEY, calibrator.to_dict())
     say_threshold(run, metrics)

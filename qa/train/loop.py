@@ -17,7 +17,6 @@ from tqdm import tqdm
 from qa.config.train import TrainConfig
 from qa.data.batching import WindowCollator, epoch_batches, rank_slice
 from qa.data.windows import TrainWindows
-from qa.eval.calibration import fitted_on_evaluation
 from qa.eval.evaluator import AnswerSettings, score_examples
 from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX
 from qa.model.runtime import Runtime, barrier, inference_batch_size
@@ -204,7 +203,7 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
         set_null_threshold(run.raw_model.config, evaluation.metrics.get("null_threshold") if evaluation else None)
         # Like the threshold, the calibrator belongs to the weights it was fitted for: an evaluation
         # checkpoint carries the one its evaluation fits (none on too few questions), others none.
-        calibrator = fitted_on_evaluation(evaluation.span_log_probs, evaluation.span_correct) if evaluation else None
+        calibrator = evaluation.fit_calibrator() if evaluation else None
         set_config_entry(run.raw_model.config, CALIBRATION_KEY, calibrator.to_dict() if calibrator else None)
         path = save_checkpoint(
             run.output_dir,
