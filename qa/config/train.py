@@ -65,6 +65,11 @@ class TrainData:
     )
     window: WindowSettings = setting(WindowSettings)
     cache_dir: str | None = setting(None, "tokenised-window cache (default: $QA_CACHE_DIR or ~/.cache/qa-squad)")
+    distractors: int = setting(
+        0,
+        "train every question with K other paragraphs of its article as well, under one softmax shared by all "
+        "its windows (Clark and Gardner, 2018), so that scores compare across passages; 0: off",
+    )
 
     @property
     def has_validation_data(self) -> bool:
@@ -74,6 +79,7 @@ class TrainData:
     def data_problems(self) -> Problems:
         problems = Problems(self.window.problems())
         problems.positive(self, "max_train_samples", "max_eval_samples", optional=True)
+        problems.need(self.distractors >= 0, f"--distractors must be >= 0, got {self.distractors}")
         return problems
 
 
@@ -328,6 +334,8 @@ class TrainConfig(Distillation, EvalDuringTraining, Output, Hardware, Optimisati
         unused = [flag(name) for name in ("distill_alpha", "distill_temperature") if name in given]
         if unused and self.teacher is None:
             return [f"{', '.join(unused)} only apply with --teacher"]
+        if self.distractors and self.teacher is not None:
+            return ["--distractors and --teacher cannot be combined (the shared softmax has no distillation loss)"]
         return []
 
     def to_dict(self) -> dict[str, Any]:

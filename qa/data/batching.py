@@ -11,6 +11,8 @@ import torch
 
 PAD_MULTIPLE = 8  # tensor cores and vectorised CPU kernels prefer lengths in multiples of 8
 MEGABATCH_FACTOR = 50  # length grouping sorts within chunks of 50 batches, as the HF LengthGroupedSampler
+GROUP_KEY = "window_group"  # in a training batch: the question each window belongs to (--distractors)
+LABEL_KEYS = ("start_positions", "end_positions", GROUP_KEY)  # what the model is not given
 
 
 def padded_length(longest: int, multiple: int = PAD_MULTIPLE) -> int:
@@ -76,6 +78,35 @@ def epoch_batches(
     return batches
 
 
+def group_batches(groups: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Window indices of every batch of one epoch when windows come in groups that the loss scores
+    together (train.py --distractors): whole groups in a random order, a pure function of (seed,
+    epoch) as `epoch_batches` is, packed into batches of at most ``batch_size`` windows (a larger
+    group is a batch of its own)."""
+    by_group = np.argsort(groups, kind="stable")
+    _, first = np.unique(groups[by_group], return_index=True)
+    members = np.split(by_group, first[1:])
+    batches, current = [], []
+    for index in np.random.default_rng([seed, epoch]).permutation(len(members)):
+        if current and sum(map(len, current)) + len(members[index]) > batch_size:
+            batches.append(np.concatenate(current))
+            current = []
+        current.append(members[index])
+    if current:
+        batches.append(np.concatenate(current))
+    return batches
+
+
+def training_batches(
+    windows: Any, global_batch: int, seed: int, epoch: int, group_by_length: bool, drop_last: bool
+) -> list[np.ndarray]:
+    """One epoch's batches of training windows: whole groups where the windows have groups, else
+    `epoch_batches`."""
+    if windows.groups is not None:
+        return group_batches(windows.groups, global_batch, seed, epoch)
+    return epoch_batches(windows.lengths, global_batch, seed, epoch, group_by_length, drop_last)
+
+
 def rank_slice(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This rank's part of a global batch: the global batch is the same whatever the world size."""
     per_rank = len(batch) // world_size
@@ -98,4 +129,6 @@ class WindowCollator:
         )
         batch["start_positions"] = torch.from_numpy(windows.start_positions[indices])
         batch["end_positions"] = torch.from_numpy(windows.end_positions[indices])
+        if windows.groups is not None:
+            batch[GROUP_KEY] = torch.from_numpy(windows.groups[indices])
         return batch

@@ -21,7 +21,8 @@ def prepare_train_features(
     """Tokenise a batch of examples into labelled training windows.
 
     Returns ``input_ids``, ``token_type_ids`` (only when the tokenizer's model
-    takes them) and ``start_positions`` / ``end_positions``,
+    takes them), ``start_positions`` / ``end_positions`` and ``example_index`` (the
+    window's example in ``examples``),
     one row per window in the tokenizer's overflow order. The label is the
     smallest token span covering the first gold answer (its surrounding white
     space left out); windows without the whole answer get the CLS position for
@@ -52,6 +53,7 @@ def prepare_train_features(
     features = _model_inputs(encoded, tokenizer)
     features["start_positions"] = start_positions
     features["end_positions"] = end_positions
+    features["example_index"] = list(encoded["overflow_to_sample_mapping"])
     return features
 
 

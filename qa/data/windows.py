@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from qa.files import atomic_output
 CHUNK_EXAMPLES = 1000
 NOT_CONTEXT = -1  # offset value marking a token outside the context (or padding)
 # Bump when the feature code changes what it produces, so old caches are not reused.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: windows record their example
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +57,12 @@ class TrainWindows(_RaggedWindows):
     lengths: np.ndarray
     start_positions: np.ndarray
     end_positions: np.ndarray
+    window_example: np.ndarray  # the example (row of the training columns) each window comes from
+    # train.py --distractors: the question each window belongs to (its shared normalisation); None: none
+    groups: np.ndarray | None = None
+
+    def with_groups(self, example_groups: np.ndarray) -> TrainWindows:
+        return replace(self, groups=np.asarray(example_groups)[self.window_example])
 
 
 @dataclass
@@ -141,9 +147,12 @@ def build_train_windows(
         cached = _load_cache(cache_file)
         if cached is not None:
             return cached
-    parts: dict[str, list[np.ndarray]] = {field.name: [] for field in fields(TrainWindows)}
+    parts: dict[str, list[np.ndarray]] = {field.name: [] for field in fields(TrainWindows) if field.name != "groups"}
+    first_example = 0
     for chunk in _progress(_chunks(columns), len(columns["id"]), progress, "tokenising train"):
         features = prepare_train_features(chunk, tokenizer, window)
+        parts["window_example"].append(first_example + np.array(features["example_index"], dtype=np.int64))
+        first_example += len(chunk["id"])
         parts["input_ids"].append(_flat(features["input_ids"], np.int32))
         if "token_type_ids" in features:
             parts["token_type_ids"].append(_flat(features["token_type_ids"], np.int8))
@@ -219,7 +228,11 @@ def _load_cache(cache_file: Path) -> TrainWindows | None:
             arrays = {name: stored[name] for name in stored.files}
         arrays.setdefault("token_type_ids", None)
         windows = TrainWindows(**arrays)
-        if int(windows.lengths.sum()) != len(windows.input_ids) or len(windows.start_positions) != len(windows):
+        if (
+            int(windows.lengths.sum()) != len(windows.input_ids)
+            or len(windows.start_positions) != len(windows)
+            or len(windows.window_example) != len(windows)
+        ):
             raise ValueError("inconsistent arrays")
         return windows
     except Exception as error:  # zipfile, pickle and numpy raise many types for damaged files

@@ -8,10 +8,10 @@ reported beside it.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
+from qa.data.distractors import article_paragraphs, pick_distractors, question_rng
 from qa.data.questions import Question
 
 
@@ -25,17 +25,13 @@ def distractor_sets(examples: Any, k: int, seed: int = 0) -> list[DistractorSet]
     """One multi-passage question per example: its paragraph and ``k`` others of its article (fewer
     where the article has fewer)."""
     titles, contexts = list(examples["title"]), list(examples["context"])
-    paragraphs: dict[str, list[str]] = {}
-    for title, context in zip(titles, contexts):
-        if context not in paragraphs.setdefault(title, []):
-            paragraphs[title].append(context)
+    paragraphs = article_paragraphs(titles, contexts)
     sets = []
     for index, (example_id, question, title, context) in enumerate(
         zip(examples["id"], examples["question"], titles, contexts)
     ):
-        rng = random.Random(seed * 1_000_003 + index)
-        others = [p for p in paragraphs[title] if p != context]
-        passages = rng.sample(others, min(k, len(others))) + [context]
+        rng = question_rng(seed, index)
+        passages = pick_distractors(paragraphs[title], context, k, rng) + [context]
         rng.shuffle(passages)
         sets.append(DistractorSet(Question(question, "", str(example_id), 1, None, passages), passages.index(context)))
     return sets

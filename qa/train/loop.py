@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from qa.config.train import TrainConfig
-from qa.data.batching import WindowCollator, epoch_batches, rank_slice
+from qa.data.batching import GROUP_KEY, LABEL_KEYS, WindowCollator, rank_slice, training_batches
 from qa.data.windows import TrainWindows
 from qa.eval.evaluator import AnswerSettings, score_examples
 from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX
@@ -26,6 +26,7 @@ from qa.train.distillation import Teacher, distillation_loss, span_loss
 from qa.train.optimization import Optimization
 from qa.train.reporting import RunLog, StepMeter
 from qa.train.selection import BestModel
+from qa.train.shared_normalisation import shared_norm_loss
 
 
 @dataclass
@@ -135,8 +136,8 @@ def _epoch_loader(run: Run) -> tuple[list[Any], Any]:
     """This epoch's global batches and an iterator over this rank's remaining micro-batches."""
     config, runtime, position = run.config, run.runtime, run.position
     global_batch = config.batch_size * runtime.world_size
-    batches = epoch_batches(
-        run.windows.lengths, global_batch, config.seed, position.epoch, config.group_by_length, runtime.distributed
+    batches = training_batches(
+        run.windows, global_batch, config.seed, position.epoch, config.group_by_length, runtime.distributed
     )
     loader = torch.utils.data.DataLoader(
         [rank_slice(batch, runtime.rank, runtime.world_size) for batch in batches[position.batch_in_epoch :]],
@@ -162,8 +163,10 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
         if runtime.distributed:
             run.model.require_backward_grad_sync = micro == count - 1
         with runtime.autocast():
-            outputs = run.model(**{name: tensor for name, tensor in batch.items() if not name.endswith("_positions")})
-            if run.teacher is None:
+            outputs = run.model(**{name: tensor for name, tensor in batch.items() if name not in LABEL_KEYS})
+            if GROUP_KEY in batch:
+                loss = shared_norm_loss(outputs, batch) / count
+            elif run.teacher is None:
                 loss = span_loss(outputs, batch) / count
             else:
                 alpha, temperature = run.config.distill_alpha, run.config.distill_temperature

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from qa.config.train import TrainConfig
+from qa.data.batching import training_batches
 from qa.data.windows import TrainWindows
 from qa.errors import QAError
 from qa.model.runtime import Runtime
@@ -64,9 +65,15 @@ def setup_optimization(
     default foreach kernel (bench/optimizer_step.py, figures in bench/README.md)."""
     fused = runtime.device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, fused=fused)
+    global_batch = config.batch_size * runtime.world_size
+    # Batches of whole questions (--distractors) vary in size: count the first epoch's, as windows
+    # that fill exactly that many full batches.
+    grouped = windows.groups is not None
     total_steps = count_steps(
-        len(windows),
-        config.batch_size * runtime.world_size,
+        len(training_batches(windows, global_batch, config.seed, 0, False, False)) * global_batch
+        if grouped
+        else len(windows),
+        global_batch,
         config.grad_accum,
         config.epochs,
         config.max_steps,

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from qa.config.settings import raise_problems
 from qa.config.train import TrainConfig
+from qa.data.distractors import with_distractor_rows
 from qa.data.loading import load_examples, load_training_examples
 from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
 from qa.errors import QAError
@@ -150,10 +152,21 @@ def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[
     """Examples and their windows; rank 0 tokenises (or reads the cache) first, the others then read the cache."""
     examples = load_training_examples(config.dataset, config.train_file, max_samples=config.max_train_samples)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    rows, groups = examples, None
+    if config.distractors:
+        if runtime.distributed:
+            raise QAError("--distractors trains on one process: its batches are whole questions, not equal shares")
+        if "title" not in examples.column_names:
+            raise QAError("--distractors needs the article title of each training example (to find other paragraphs)")
+        rows, groups = with_distractor_rows(examples.to_dict(), config.distractors, config.seed)
     with main_process_first(runtime):
         windows = build_train_windows(
-            examples, tokenizer, config.window, cache_dir=cache_dir, progress=config.progress and runtime.is_main
+            rows, tokenizer, config.window, cache_dir=cache_dir, progress=config.progress and runtime.is_main
         )
+    if groups is not None:
+        if not np.all(windows.input_ids[windows.starts] == tokenizer.cls_token_id):
+            raise QAError("--distractors needs a tokenizer that puts its CLS token first (BERT, RoBERTa and their kin)")
+        windows = windows.with_groups(groups)
     return examples, windows
 
 
@@ -187,6 +200,11 @@ def _plan(run: Run, num_examples: int) -> str:
         + (
             f"; distilling from {config.teacher} (alpha {config.distill_alpha}, T {config.distill_temperature})"
             if config.teacher
+            else ""
+        )
+        + (
+            f"; each question with up to {config.distractors} other paragraphs of its article, one softmax per question"
+            if config.distractors
             else ""
         )
     )
