@@ -48,10 +48,10 @@ def one_variant(args: argparse.Namespace) -> None:
     examples = load_examples(file=args.data, for_training=False).select(range(args.questions))
     model = reader.model
     if args.variant == "buckets":
-        widest = window.max_length
+        widest, rounded = window.max_length, batching.padded_length
 
         def bucketed(longest: int, multiple: int = batching.PAD_MULTIPLE) -> int:
-            return next((b for b in BUCKETS if b >= longest and b <= widest), batching.padded_length(widest))
+            return next((b for b in BUCKETS if longest <= b <= widest), rounded(widest))
 
         batching.padded_length = bucketed
         model = torch.compile(model, dynamic=False)
