@@ -42,15 +42,25 @@ def test_the_shared_softmax_matches_a_hand_computation():
 
 def test_batches_hold_whole_questions_and_every_window_once():
     groups = np.repeat(np.arange(9), [1, 5, 2, 3, 4, 1, 6, 2, 3])
-    batches = group_batches(groups, 8, seed=3, epoch=1)
+    lengths = np.random.default_rng(0).integers(10, 300, size=len(groups))
+    batches = group_batches(groups, lengths, 8, seed=3, epoch=1, group_by_length=True)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(groups)))
     for batch in batches:
         for group in set(groups[batch].tolist()):
             assert set(np.flatnonzero(groups == group)) <= set(batch.tolist())  # no question split
         assert len(batch) <= 8
-    again = group_batches(groups, 8, seed=3, epoch=1)
+    again = group_batches(groups, lengths, 8, seed=3, epoch=1, group_by_length=True)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again))
-    assert any(not np.array_equal(a, b) for a, b in zip(batches, group_batches(groups, 8, seed=3, epoch=2)))
+    # Random order (here all 9 groups fall in one chunk, which length sorting orders alike every epoch).
+    unsorted = group_batches(groups, lengths, 8, seed=3, epoch=1, group_by_length=False)
+    other_epoch = group_batches(groups, lengths, 8, seed=3, epoch=2, group_by_length=False)
+    assert any(not np.array_equal(a, b) for a, b in zip(unsorted, other_epoch))
+    # Sorted by longest window within a chunk: the padding is no more than in random order.
+
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    assert padded(batches) <= padded(unsorted)
 
 
 def test_each_question_gets_its_own_paragraph_first_and_others_of_its_article_without_answers():

@@ -49,7 +49,8 @@ def test_windows_follow_the_tokenizer_overflow_order_and_label_the_answer(bert_t
     encoded, texts = label_texts(features, examples, bert_tokenizer, 48, 16)
     assert features["input_ids"] == encoded["input_ids"]
     assert len(features["input_ids"]) > 3
-    assert set(features) == {"input_ids", "token_type_ids", "start_positions", "end_positions"}
+    assert set(features) == {"input_ids", "token_type_ids", "start_positions", "end_positions", "example_index"}
+    assert features["example_index"] == encoded["overflow_to_sample_mapping"]
     labelled = [text for text in texts if text is not None]
     # Windows overlap, so more than one may hold the whole answer; the others point at CLS.
     assert labelled and all(text == "Denver Broncos" for text in labelled)
@@ -308,3 +309,28 @@ def test_a_roberta_style_model_trains_and_answers_with_offsets_that_slice_the_co
         assert context[answer["start"] : answer["end"]] == answer["answer"]
         assert not answer["answer"].startswith(" ")  # BPE's leading-space tokens do not leak into answers
     assert len({(a["start"], a["end"]) for a in answers[0]}) == 5
+
+
+def test_training_windows_record_their_example_across_tokenising_chunks(bert_tokenizer, monkeypatch):
+    import qa.data.windows as windows_module
+
+    monkeypatch.setattr(windows_module, "CHUNK_EXAMPLES", 2)  # three chunks for five examples
+    contexts = [LONG_CONTEXT if index % 2 else "The Denver Broncos won." for index in range(5)]
+    columns = {
+        "id": [f"e{index}" for index in range(5)],
+        "question": ["Who won?"] * 5,
+        "context": contexts,
+        "answers": [{"text": ["Denver Broncos"], "answer_start": [c.index("Denver Broncos")]} for c in contexts],
+    }
+    windows = windows_module.build_train_windows(columns, bert_tokenizer, WindowSettings(48, 16))
+    per_example = [
+        len(
+            prepare_train_features(
+                {k: v[i : i + 1] for k, v in columns.items()}, bert_tokenizer, WindowSettings(48, 16)
+            )["input_ids"]
+        )
+        for i in range(5)
+    ]
+    assert windows.window_example.tolist() == [i for i, count in enumerate(per_example) for _ in range(count)]
+    grouped = windows.with_groups([0, 0, 1, 1, 1])
+    assert grouped.groups.tolist() == [[0, 0, 1, 1, 1][i] for i in windows.window_example]

@@ -13,6 +13,7 @@ from qa.config.settings import (
     inference_batch_setting,
     precision_setting,
     setting,
+    version_2_setting,
 )
 
 
@@ -28,12 +29,7 @@ class EvaluateConfig:
         None, "local SQuAD JSON / JSON lines / CSV / Parquet file instead of the hub", run_qa=("--validation_file",)
     )
     max_eval_samples: int | None = setting(None, "evaluate the first N examples only", run_qa=("--max_eval_samples",))
-    version_2_with_negative: bool = setting(
-        False,
-        "SQuAD v2.0: score by the v2.0 rules even when the data holds no unanswerable question "
-        "(data that holds one is always scored so)",
-        run_qa=("--version_2_with_negative",),
-    )
+    version_2_with_negative: bool = version_2_setting("score by the v2.0 rules")
     window: WindowSettings = setting(WindowSettings, group="windows and decoding", as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
     batch_size: int | None = inference_batch_setting()

@@ -153,6 +153,16 @@ def precision_setting(**extra: Any) -> Any:
     )
 
 
+def version_2_setting(what: str) -> Any:
+    """train.py's and evaluate.py's --version-2-with-negative: ``what`` it does besides."""
+    return setting(
+        False,
+        f"SQuAD v2.0: {what} even when the data holds no unanswerable question (data that holds one is always "
+        "scored so)",
+        run_qa=("--version_2_with_negative",),
+    )
+
+
 def inference_batch_setting() -> Any:
     return setting(
         None, f"windows per forward pass (per device) {BATCH_DEFAULT}", run_qa=("--per_device_eval_batch_size",)

@@ -23,6 +23,7 @@ from qa.config.settings import (
     flag,
     precision_setting,
     setting,
+    version_2_setting,
 )
 from qa.files import DEFAULT_OUTPUT_DIR
 
@@ -57,12 +58,7 @@ class TrainData:
     )
     max_train_samples: int | None = setting(None, "train on the first N examples", run_qa=("--max_train_samples",))
     max_eval_samples: int | None = setting(None, "evaluate on the first N examples", run_qa=("--max_eval_samples",))
-    version_2_with_negative: bool = setting(
-        False,
-        "SQuAD v2.0: score by the v2.0 rules and store the F1-best null threshold even when the validation data "
-        "holds no unanswerable question (data that holds one is always scored so)",
-        run_qa=("--version_2_with_negative",),
-    )
+    version_2_with_negative: bool = version_2_setting("score by the v2.0 rules and store the F1-best null threshold")
     window: WindowSettings = setting(WindowSettings)
     cache_dir: str | None = setting(None, "tokenised-window cache (default: $QA_CACHE_DIR or ~/.cache/qa-squad)")
     distractors: int = setting(

@@ -78,20 +78,30 @@ def epoch_batches(
     return batches
 
 
-def group_batches(groups: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+def group_batches(
+    groups: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[np.ndarray]:
     """Window indices of every batch of one epoch when windows come in groups that the loss scores
     together (train.py --distractors): whole groups in a random order, a pure function of (seed,
     epoch) as `epoch_batches` is, packed into batches of at most ``batch_size`` windows (a larger
-    group is a batch of its own)."""
+    group is a batch of its own). ``group_by_length``: within chunks of groups, longest window first,
+    so that a batch is padded less."""
     by_group = np.argsort(groups, kind="stable")
     _, first = np.unique(groups[by_group], return_index=True)
     members = np.split(by_group, first[1:])
-    batches, current = [], []
-    for index in np.random.default_rng([seed, epoch]).permutation(len(members)):
-        if current and sum(map(len, current)) + len(members[index]) > batch_size:
+    order = np.random.default_rng([seed, epoch]).permutation(len(members))
+    if group_by_length:
+        longest = np.array([lengths[member].max() for member in members])
+        chunk = max(1, batch_size * MEGABATCH_FACTOR // max(1, int(np.mean([len(m) for m in members]))))
+        parts = np.split(order, range(chunk, len(order), chunk))
+        order = np.concatenate([part[np.argsort(-longest[part], kind="stable")] for part in parts])
+    batches, current, size = [], [], 0
+    for index in order:
+        if current and size + len(members[index]) > batch_size:
             batches.append(np.concatenate(current))
-            current = []
+            current, size = [], 0
         current.append(members[index])
+        size += len(members[index])
     if current:
         batches.append(np.concatenate(current))
     return batches
@@ -103,7 +113,7 @@ def training_batches(
     """One epoch's batches of training windows: whole groups where the windows have groups, else
     `epoch_batches`."""
     if windows.groups is not None:
-        return group_batches(windows.groups, global_batch, seed, epoch)
+        return group_batches(windows.groups, windows.lengths, global_batch, seed, epoch, group_by_length)
     return epoch_batches(windows.lengths, global_batch, seed, epoch, group_by_length, drop_last)
 
 

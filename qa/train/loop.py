@@ -74,10 +74,11 @@ def run_loop(run: Run) -> None:
             while not epoch_ended and position.step < opt.total_steps and not run.stopped_early:
                 count = min(config.grad_accum, len(batches) - position.batch_in_epoch)
                 learning_rate = opt.scheduler.get_last_lr()[0]
-                meter.add(*_optimizer_step(run, micro_batches, count))
+                loss, grad_norm, windows = _optimizer_step(run, micro_batches, count)
+                meter.add(loss, grad_norm)
                 position.step += 1
                 position.batch_in_epoch += count
-                run.log.windows_seen += count * config.batch_size * run.runtime.world_size
+                run.log.windows_seen += windows * run.runtime.world_size
                 epoch_ended = position.batch_in_epoch >= len(batches)
                 if epoch_ended:
                     position.epoch += 1
@@ -152,11 +153,13 @@ def _epoch_loader(run: Run) -> tuple[list[Any], Any]:
     return batches, iter(loader)
 
 
-def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Accumulate ``count`` micro-batches, clip, step; returns the step's loss and its gradient norm
-    before clipping, both on the device (no sync)."""
+    before clipping, both on the device (no sync), and the windows this rank trained on (batches of
+    whole questions, with --distractors, vary in size)."""
     runtime, opt = run.runtime, run.opt
     loss_sum = torch.zeros((), device=runtime.device)
+    windows = 0
     for micro in range(count):
         batch = {name: tensor.to(runtime.device, non_blocking=True) for name, tensor in next(micro_batches).items()}
         # DDP averages gradients across ranks only on the last micro-batch of a step.
@@ -174,6 +177,7 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
                 loss = distillation_loss(outputs, teacher_logits, batch, alpha, temperature) / count
         opt.scaler.scale(loss).backward()
         loss_sum += loss.detach()
+        windows += len(batch["input_ids"])
     opt.scaler.unscale_(opt.optimizer)  # a no-op unless fp16 scales the loss
     # The norm before clipping, for the log; an infinite limit clips nothing (a multiplication by 1).
     limit = run.config.max_grad_norm if run.config.max_grad_norm > 0 else math.inf
@@ -182,7 +186,7 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
     opt.scaler.update()
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scheduler.step()
-    return loss_sum, grad_norm.detach()
+    return loss_sum, grad_norm.detach(), windows
 
 
 def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:

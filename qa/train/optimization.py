@@ -70,7 +70,7 @@ def setup_optimization(
     # that fill exactly that many full batches.
     grouped = windows.groups is not None
     total_steps = count_steps(
-        len(training_batches(windows, global_batch, config.seed, 0, False, False)) * global_batch
+        len(training_batches(windows, global_batch, config.seed, 0, config.group_by_length, False)) * global_batch
         if grouped
         else len(windows),
         global_batch,

@@ -195,7 +195,8 @@ def _plan(run: Run, num_examples: int) -> str:
     config, runtime = run.config, run.runtime
     return (
         f"{num_examples} examples -> {len(run.windows)} windows; {run.opt.total_steps} optimizer steps of "
-        f"{config.batch_size * runtime.world_size * config.grad_accum} windows ({config.batch_size} per device x "
+        + ("up to " if config.distractors else "")
+        + f"{config.batch_size * runtime.world_size * config.grad_accum} windows ({config.batch_size} per device x "
         f"{runtime.world_size} devices x {config.grad_accum} accumulation); {runtime.device.type} {runtime.precision}"
         + (
             f"; distilling from {config.teacher} (alpha {config.distill_alpha}, T {config.distill_temperature})"
