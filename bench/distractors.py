@@ -9,7 +9,9 @@ passages is chosen by each rule:
   it ranks the same): each passage's softmax normalised apart;
 - a random passage's best span (the floor).
 Prints F1, exact match and how often the right passage was chosen, and the own-paragraph F1 of the
-same questions, for each checkpoint given.
+same questions, for each checkpoint given. Then, for each checkpoint, the same questions go through
+`predict.py --input` as records with `contexts` (the path users run): its F1 and passage accuracy,
+and whether every answer's `contexts[passage][start:end]` is its text.
 
     PYTHONPATH=. python bench/distractors.py --ckpt MODEL [MODEL ...] [--questions 200] [--k 4]
 """
@@ -17,7 +19,12 @@ same questions, for each checkpoint given.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +89,37 @@ def main() -> None:
         own = answer_examples(reader.model, reader.tokenizer, examples, reader.settings, reader.runtime)
         scores = squad_scores({str(i): p.text for i, p in zip(examples["id"], own)}, golds)
         print(f"| {Path(ckpt).name} | own paragraph alone | {scores['f1']:.2f} | {scores['exact_match']:.2f} | |")
+    for ckpt in args.ckpt:
+        through_predict(ckpt, sets, golds, args.precision)
+
+
+def through_predict(ckpt: str, sets: list, golds: dict, precision: str) -> None:
+    from qa.eval.metrics import squad_scores
+
+    with tempfile.TemporaryDirectory() as work:
+        records = Path(work) / "questions.jsonl"
+        lines = [
+            json.dumps({"id": item.question.id, "question": item.question.question, "contexts": item.question.passages})
+            for item in sets
+        ]
+        records.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        command = [sys.executable, "predict.py", "--ckpt", ckpt, "--input", str(records), "--precision", precision]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, check=True)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    by_id = {answer["id"]: answer for answer in answers}
+    offsets_right = sum(
+        item.question.passages[a["passage"]][a["start"] : a["end"]] == a["answer"]
+        for item in sets
+        for a in [by_id[item.question.id]]
+    )
+    right = sum(by_id[item.question.id]["passage"] == item.gold_passage for item in sets)
+    scores = squad_scores({i: a["answer"] for i, a in by_id.items()}, golds)
+    print(
+        f"predict.py --input with contexts, {Path(ckpt).name}: F1 {scores['f1']:.2f}, EM {scores['exact_match']:.2f}, "
+        f"right passage {100 * right / len(sets):.1f}%; contexts[passage][start:end] == answer for "
+        f"{offsets_right} of {len(sets)} answers"
+    )
 
 
 if __name__ == "__main__":

@@ -133,6 +133,14 @@ def test_the_page_highlights_the_answer_in_a_real_browser_also_after_emoji(serve
             mark = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer"))[0]
             assert mark.text == "Denver Broncos"
             assert browser.find_element(By.ID, "context-view").text == context
+        # Passages separated by a line of ---: the answer's passage is shown, highlighted, and named.
+        browser.get(server + "/")
+        browser.find_element(By.ID, "question").send_keys("Who won?")
+        set_value(browser, "context", "Paris is a city.\n---\n" + emoji_context)
+        browser.find_element(By.ID, "ask").click()
+        mark = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer"))[0]
+        assert mark.text == "Denver Broncos" and browser.find_element(By.ID, "context-view").text == emoji_context
+        assert "passage 2 of 2" in browser.find_element(By.ID, "status").text
     finally:
         browser.quit()
 
