@@ -62,7 +62,7 @@ def test_adamw_runs_its_fused_kernel_and_fp16_alone_gets_a_grad_scaler(tiny_mode
     from qa.train.optimization import setup_optimization
 
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_model_dir)
-    windows = type("Windows", (), {"__len__": lambda self: 32})()
+    windows = type("Windows", (), {"__len__": lambda self: 32, "groups": None})()
     for precision, scaled in (("fp32", False), ("fp16", True)):
         optimization = setup_optimization(
             TrainConfig(max_steps=2), Runtime(torch.device("cpu"), precision), model, windows
