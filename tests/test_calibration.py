@@ -16,6 +16,7 @@ from qa.eval.calibration import (
     expected_calibration_error,
     fit_calibrator,
     risk_coverage,
+    span_feature,
 )
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
@@ -59,12 +60,19 @@ def test_hand_computed_ece_brier_bins_and_risk_coverage():
 
 def test_platt_scaling_recovers_a_known_logistic_relation():
     rng = np.random.default_rng(0)
-    log_probs = rng.uniform(-6, 0, size=20000)
-    correct = rng.random(20000) < 1 / (1 + np.exp(-(1.5 * log_probs + 2.0)))
+    log_probs = rng.uniform(-6, -1e-3, size=20000)
+    logits = log_probs - np.log1p(-np.exp(log_probs))
+    correct = rng.random(20000) < 1 / (1 + np.exp(-(1.5 * logits + 2.0)))
     calibrator = fit_calibrator(log_probs, correct)
+    assert calibrator.feature == "span_logit"
     assert (calibrator.slope, calibrator.intercept) == pytest.approx((1.5, 2.0), abs=0.1)
     assert Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict()))) == calibrator
     assert Calibrator.from_dict({"method": "isotonic"}) is None
+    # A calibrator stored on log p (before the logit feature) still maps log p.
+    stored = {"method": "platt", "feature": "span_log_prob", "slope": 2.0, "intercept": 1.0, "fitted_on": 300}
+    old = Calibrator.from_dict(stored)
+    assert old.confidence(-0.5) == pytest.approx(1 / (1 + np.exp(-(2.0 * -0.5 + 1.0))))
+    assert np.isfinite(span_feature(0.0, "span_logit"))  # a span of probability 1 keeps a finite logit
 
 
 def questions_file(path, count):
@@ -199,7 +207,7 @@ def test_v2_calibrate_fits_the_no_answer_probability_and_the_stored_calibrator_r
     answer = ask(model, capsys)
     assert answer["no_answer"] and answer["score"] == pytest.approx(0.75, abs=0.02)
     # A calibrator stored before the no-answer part existed still loads, and calibrates spans only.
-    old = {key: stored[key] for key in ("slope", "intercept", "fitted_on", "feature", "method")}
+    old = {key: stored[key] for key in ("slope", "intercept", "fitted_on", "feature", "method")}  # no null_*
     assert not Calibrator.from_dict(old).calibrates_no_answer
 
 

@@ -3,9 +3,12 @@
 An answer's raw confidence is its span's log-probability among all valid spans of its window
 (`qa.eval.decoding.span_log_normalizers`): a property of the answer, not of --n-best or --top-k.
 The calibrator maps it to the probability that the answer is exactly right (SQuAD exact match):
-``sigmoid(slope * log_prob + intercept)`` (Platt scaling), fitted by maximum likelihood on labelled
-questions. Platt over isotonic: two numbers that store in config.json and cannot overfit a few
-hundred questions; bench/calibration.py measures both.
+``sigmoid(slope * logit(p) + intercept)`` of the span probability p (Platt scaling on its logit, the
+feature ``span_logit``), fitted by maximum likelihood on labelled questions. The logit rather than
+log p, which saturates near 0 for confident spans: lower held-out ECE and Brier on both halves of the
+shared dev part (bench/README.md); calibrators stored on log p (``span_log_prob``) still load. Platt
+over isotonic: two numbers that store in config.json and cannot overfit a few hundred questions;
+bench/calibration.py measures both.
 
 On SQuAD v2 models "no answer" has a calibrator of its own: the probability that abstaining is right
 (the question has no answer) as ``sigmoid(null_slope * margin + null_intercept)`` of the null margin
@@ -24,16 +27,27 @@ import numpy as np
 
 MIN_QUESTIONS_TO_FIT = 200  # below this the fit says more about the sample than about the model
 CALIBRATION_BINS = 10
+SPAN_FEATURES = ("span_logit", "span_log_prob")  # what a calibrator maps: the first is what is fitted now
+_MAX_PROBABILITY = 1 - 1e-12  # keeps the logit of a span probability that rounds to 1 finite
+
+
+def span_feature(log_prob: float | np.ndarray, feature: str) -> np.ndarray:
+    """A span's log-probability as the feature a calibrator maps: itself, or the logit of its probability."""
+    log_prob = np.asarray(log_prob, dtype=np.float64)
+    if feature == "span_log_prob":
+        return log_prob
+    return log_prob - np.log1p(-np.minimum(np.exp(log_prob), _MAX_PROBABILITY))
 
 
 @dataclass
 class Calibrator:
-    """Platt scaling of a span's log-probability; ``fitted_on``: how many questions it was fitted on."""
+    """Platt scaling of a span's probability (``feature``: `span_feature`); ``fitted_on``: how many
+    questions it was fitted on."""
 
     slope: float
     intercept: float
     fitted_on: int
-    feature: str = "span_log_prob"
+    feature: str = "span_logit"
     method: str = "platt"
     # SQuAD v2: Platt scaling of the null margin to P(no answer is right); None: not fitted
     null_slope: float | None = None
@@ -41,7 +55,7 @@ class Calibrator:
     null_fitted_on: int = 0
 
     def confidence(self, log_prob: float | np.ndarray) -> Any:
-        return _sigmoid(self.slope * np.asarray(log_prob, dtype=np.float64) + self.intercept)
+        return _sigmoid(self.slope * span_feature(log_prob, self.feature) + self.intercept)
 
     @property
     def calibrates_no_answer(self) -> bool:
@@ -56,7 +70,7 @@ class Calibrator:
     @classmethod
     def from_dict(cls, value: Any) -> Calibrator | None:
         """The calibrator a config.json stores, or None for a value that is not one (an unknown method)."""
-        if not isinstance(value, dict) or value.get("method") != "platt" or value.get("feature") != "span_log_prob":
+        if not isinstance(value, dict) or value.get("method") != "platt" or value.get("feature") not in SPAN_FEATURES:
             return None
         try:
             slope, intercept, fitted_on = float(value["slope"]), float(value["intercept"]), int(value["fitted_on"])
@@ -67,7 +81,15 @@ class Calibrator:
             return None
         if not all(math.isfinite(number) for number in [slope, intercept, *(n for n in null if n is not None)]):
             return None
-        return cls(slope, intercept, fitted_on, null_slope=null[0], null_intercept=null[1], null_fitted_on=null_fitted)
+        return cls(
+            slope,
+            intercept,
+            fitted_on,
+            feature=value["feature"],
+            null_slope=null[0],
+            null_intercept=null[1],
+            null_fitted_on=null_fitted,
+        )
 
 
 def span_confidence(log_prob: float | None, calibrator: Calibrator | None) -> float:
@@ -111,11 +133,18 @@ def uncalibrated_confidence(log_prob: float | np.ndarray) -> Any:
     return np.exp(np.asarray(log_prob, dtype=np.float64))
 
 
-def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, iterations: int = 50) -> Calibrator:
-    """Platt scaling by Newton's method on the logistic log-likelihood. The feature is centred and scaled
-    first (a feature that barely varies would leave slope and intercept nearly collinear, and Newton's
-    steps unbounded), and a tiny ridge keeps the fit finite when one value separates right from wrong."""
-    x = np.asarray(log_probs, dtype=np.float64)
+def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, feature: str = SPAN_FEATURES[0]) -> Calibrator:
+    """The span calibrator of these answers (their log-probabilities and exact match, 0 or 1)."""
+    slope, intercept = platt_fit(span_feature(log_probs, feature), correct)
+    return Calibrator(slope, intercept, int(len(correct)), feature=feature)
+
+
+def platt_fit(values: np.ndarray, correct: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """Slope and intercept of sigmoid(slope * value + intercept), by Newton's method on the logistic
+    log-likelihood. The feature is centred and scaled first (a feature that barely varies would leave
+    slope and intercept nearly collinear, and Newton's steps unbounded), and a tiny ridge keeps the fit
+    finite when one value separates right from wrong."""
+    x = np.asarray(values, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
     centre, spread = float(x.mean()), float(x.std())
     spread = spread if spread > 1e-12 else 1.0
@@ -131,7 +160,7 @@ def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, iterations: int =
         if np.abs(step).max() < 1e-10:
             break
     slope = weights[0] / spread
-    return Calibrator(float(slope), float(weights[1] - slope * centre), int(len(x)))
+    return float(slope), float(weights[1] - slope * centre)
 
 
 def with_no_answer_fit(calibrator: Calibrator, null_margins: np.ndarray, no_answer_right: np.ndarray) -> Calibrator:
@@ -140,8 +169,8 @@ def with_no_answer_fit(calibrator: Calibrator, null_margins: np.ndarray, no_answ
     labels = np.asarray(no_answer_right, dtype=np.float64)
     if len(labels) < MIN_QUESTIONS_TO_FIT or labels.min() == labels.max():
         return calibrator
-    fitted = fit_calibrator(null_margins, labels)
-    return replace(calibrator, null_slope=fitted.slope, null_intercept=fitted.intercept, null_fitted_on=len(labels))
+    slope, intercept = platt_fit(null_margins, labels)
+    return replace(calibrator, null_slope=slope, null_intercept=intercept, null_fitted_on=len(labels))
 
 
 def fitted_on_evaluation(
