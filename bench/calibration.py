@@ -37,6 +37,25 @@ def isotonic(x: np.ndarray, y: np.ndarray):
     return lambda z: levels[np.minimum(np.searchsorted(edges, z), len(levels) - 1)]
 
 
+def print_table(scores: dict[str, np.ndarray], correct: np.ndarray) -> None:
+    """One markdown row per score: ECE, Brier, risk-coverage area, EM and coverage at 0.3 / 0.5 / 0.7
+    (bench/calibration_v2.py prints its tables with it too)."""
+    from qa.eval.calibration import brier_score, expected_calibration_error, risk_coverage
+
+    print("| score | ECE | Brier | risk-coverage area | EM / coverage at 0.3 | at 0.5 | at 0.7 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, score in scores.items():
+        _, area = risk_coverage(score, correct)
+        cells = []
+        for cut in (0.3, 0.5, 0.7):
+            kept = score >= cut
+            cells.append(f"{100 * correct[kept].mean():.1f} / {100 * kept.mean():.1f}%" if kept.any() else "- / 0%")
+        print(
+            f"| {name} | {expected_calibration_error(score, correct):.4f} | {brier_score(score, correct):.4f} "
+            f"| {area:.4f} | {' | '.join(cells)} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True)
@@ -49,11 +68,8 @@ def main() -> None:
     from qa.data.loading import load_examples
     from qa.eval.answering import load_reader
     from qa.eval.calibration import (
-        brier_score,
         calibration_bins,
-        expected_calibration_error,
         fit_calibrator,
-        risk_coverage,
         uncalibrated_confidence,
     )
     from qa.eval.evaluator import answer_examples
@@ -94,18 +110,7 @@ def main() -> None:
         f"fitted on the first {args.fit} questions of {DEV.name}, tested on the other {len(held)}; "
         f"EM of the answers {100 * held.mean():.2f}"
     )
-    print("| score | ECE | Brier | risk-coverage area | EM / coverage at 0.3 | at 0.5 | at 0.7 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, score in scores.items():
-        _, area = risk_coverage(score, held)
-        cells = []
-        for cut in (0.3, 0.5, 0.7):
-            kept = score >= cut
-            cells.append(f"{100 * held[kept].mean():.1f} / {100 * kept.mean():.1f}%" if kept.any() else "- / 0%")
-        print(
-            f"| {name} | {expected_calibration_error(score, held):.4f} | {brier_score(score, held):.4f} "
-            f"| {area:.4f} | {' | '.join(cells)} |"
-        )
+    print_table(scores, held)
     # The same 300 questions both times: batches of other questions pad to other widths, and bf16
     # kernels round differently per shape, which is not what this compares.
     five = replace(reader.settings, decode=replace(reader.settings.decode, n_best=5))

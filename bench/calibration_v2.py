@@ -17,23 +17,7 @@ import argparse
 from dataclasses import replace
 
 import numpy as np
-
-
-def table(rows: dict[str, np.ndarray], correct: np.ndarray) -> None:
-    from qa.eval.calibration import brier_score, expected_calibration_error, risk_coverage
-
-    print("| score | ECE | Brier | risk-coverage area | EM / coverage at 0.3 | at 0.5 | at 0.7 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, score in rows.items():
-        _, area = risk_coverage(score, correct)
-        cells = []
-        for cut in (0.3, 0.5, 0.7):
-            kept = score >= cut
-            cells.append(f"{100 * correct[kept].mean():.1f} / {100 * kept.mean():.1f}%" if kept.any() else "- / 0%")
-        print(
-            f"| {name} | {expected_calibration_error(score, correct):.4f} | {brier_score(score, correct):.4f} "
-            f"| {area:.4f} | {' | '.join(cells)} |"
-        )
+from calibration import print_table  # bench/ is this script's directory
 
 
 def main() -> None:
@@ -93,11 +77,11 @@ def main() -> None:
         ]
     }
     print("every output (span or no answer), score against exact match:")
-    table(scores, correct)
+    print_table(scores, correct)
     print(f"the {int(abstained.sum())} abstentions alone:")
-    table({name: score[abstained] for name, score in scores.items()}, correct[abstained])
+    print_table({name: score[abstained] for name, score in scores.items()}, correct[abstained])
     print(f"the {int((~abstained).sum())} span answers alone:")
-    table({name: score[~abstained] for name, score in scores.items()}, correct[~abstained])
+    print_table({name: score[~abstained] for name, score in scores.items()}, correct[~abstained])
 
 
 if __name__ == "__main__":

@@ -91,8 +91,8 @@ def group_batches(
     members = np.split(by_group, first[1:])
     order = np.random.default_rng([seed, epoch]).permutation(len(members))
     if group_by_length:
-        longest = np.array([lengths[member].max() for member in members])
-        chunk = max(1, batch_size * MEGABATCH_FACTOR // max(1, int(np.mean([len(m) for m in members]))))
+        longest = np.maximum.reduceat(np.asarray(lengths)[by_group], first)
+        chunk = max(1, batch_size * MEGABATCH_FACTOR // max(1, int(len(groups) / len(members))))
         parts = np.split(order, range(chunk, len(order), chunk))
         order = np.concatenate([part[np.argsort(-longest[part], kind="stable")] for part in parts])
     batches, current, size = [], [], 0

@@ -229,8 +229,10 @@ def score_examples(
             example_id: [asdict(candidate) for candidate in prediction.nbest]
             for example_id, prediction in zip(example_ids, predictions)
         }
+    version_2 = "best_null_threshold" in scores
+    # v2 scoring: every question's null margin (null - best span score), for the report and the calibrator
+    margins = np.array([_null_difference(p) for p in predictions]) if version_2 else None
     if with_report:
-        version_2 = "best_null_threshold" in scores
         _, span_f1 = v2_raw_scores({i: p.text for i, p in zip(example_ids, predictions)}, golds)
         inputs = ReportInputs(
             ids=example_ids,
@@ -247,15 +249,14 @@ def score_examples(
             window_spans=layout[0].window_spans,
             window_capacity=layout[0].capacity,
             version_2=version_2,
-            null_differences=np.array([_null_difference(p) for p in predictions]) if version_2 else None,
+            null_differences=margins,
             span_f1=np.array([span_f1[i] for i in example_ids]) if version_2 else None,
         )
         files[REPORT_FILE] = build_report(inputs)
         files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], f"Evaluation report: {len(example_ids)} questions")
     log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
     evaluation = Evaluation(metrics, files, log_probs, correct[answered])
-    if "best_null_threshold" in scores:
-        margins = np.array([_null_difference(p) for p in predictions])
+    if margins is not None:
         finite = np.isfinite(margins)
         no_answer = np.array([not any(golds[example_id]) for example_id in example_ids], dtype=np.float64)
         evaluation.null_margins, evaluation.no_answer_right = margins[finite], no_answer[finite]
