@@ -1,6 +1,7 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 from helpers import SQUAD_ARTICLES, write_squad_json
 
@@ -138,3 +139,19 @@ def test_unreachable_hub_says_so_and_shows_local_files(monkeypatch):
         load_examples("squad", "train", for_training=True)
     message = str(caught.value)
     assert "hub" in message and "--train-file" in message and "\n" not in message
+
+
+def test_inference_batches_hold_at_most_the_token_budget_and_every_window_once():
+    from qa.data.batching import length_sorted_batches, padded_length, token_bounded_parts
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 300, size=200)
+    batches = length_sorted_batches(lengths, 16, max_tokens=1024)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+    for batch in batches:
+        assert len(batch) <= 16
+        assert len(batch) == 1 or len(batch) * padded_length(int(lengths[batch].max())) <= 1024
+    assert [len(b) for b in length_sorted_batches(lengths, 16)] == [16] * 12 + [8]  # no budget: sizes only
+    parts = token_bounded_parts(lengths[:40], 512)
+    assert np.concatenate(parts).tolist() == list(range(40))  # in order, each once
+    assert all(len(p) == 1 or len(p) * padded_length(int(lengths[:40][p].max())) <= 512 for p in parts)

@@ -234,8 +234,8 @@ def test_eval_features_keep_offsets_only_inside_the_context(bert_tokenizer):
     ],
 )
 def test_covering_token_span(offsets, answer, expected):
-    sequence_ids = [None] + [1] * (len(offsets) - 2) + [None]
-    assert covering_token_span(offsets, sequence_ids, 1, *answer) == expected
+    context_spans = [None, *offsets[1:-1], None]
+    assert covering_token_span(context_spans, *answer) == expected
 
 
 # ---------------------------------------------------------------- traps other QA libraries fall into

@@ -494,3 +494,24 @@ def test_the_first_losses_of_a_tiny_run_are_pinned(tiny_model_dir, train_file, t
     )
     losses = [row["loss"] for row in log_of(out)]
     assert losses == pytest.approx(PINNED_FIRST_LOSSES, rel=1e-4)
+
+
+def test_a_token_budget_splits_micro_batches_into_parts_whose_gradients_add_up_to_the_same_steps(
+    tiny_model_dir, train_file, tmp_path
+):
+    import shutil
+
+    model = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(dropout=0.0, attention_dropout=0.0, qa_dropout=0.0)  # parts draw other dropout masks
+    (model / "config.json").write_text(json.dumps(config))
+    losses = {}
+    for budget in ("100000", "64"):  # 4 windows of up to 48 tokens: 64 tokens run each micro-batch in parts
+        out = tmp_path / budget
+        train_cmd.main(
+            base_args(model, train_file, out, tmp_path, "--lr", "3e-3", "--batch-size", "4", "--max-steps", "4")
+            + ["--log-steps", "1", "--seed", "7", "--no-eval", "--no-epoch-checkpoints", "--max-batch-tokens", budget]
+        )
+        losses[budget] = [row["loss"] for row in log_of(out)]
+    assert losses["64"] == pytest.approx(losses["100000"], rel=1e-5)

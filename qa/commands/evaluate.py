@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     examples = load_examples(
         config.dataset, config.split, config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
-    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    reader = load_reader(
+        config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
+    )
     reader.settings.version_2 = config.version_2_with_negative
     if config.distractors is not None:
         metrics = _evaluate_with_distractors(config, reader, examples, output_dir)

@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
 
     from qa.eval.answering import load_reader, shape_answers
 
-    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    reader = load_reader(
+        config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
+    )
     results = reader.answer(questions)
     for question, answers in zip(questions, results, strict=True):
         if from_file:

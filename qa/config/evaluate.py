@@ -8,6 +8,7 @@ from qa.config.settings import (
     DecodeSettings,
     Problems,
     WindowSettings,
+    batch_tokens_setting,
     checkpoint_setting,
     file_problems,
     inference_batch_setting,
@@ -33,6 +34,7 @@ class EvaluateConfig:
     window: WindowSettings = setting(WindowSettings, group="windows and decoding", as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
     batch_size: int | None = inference_batch_setting()
+    max_batch_tokens: int = batch_tokens_setting("")
     output_dir: str | None = setting(
         None, "where to write the result files (default: the checkpoint)", group="output", run_qa=("--output_dir",)
     )
@@ -57,6 +59,7 @@ class EvaluateConfig:
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
         problems.positive(self, "batch_size", "max_eval_samples", "distractors", optional=True)
+        problems.positive(self, "max_batch_tokens")
         problems.need(
             self.distractors is None or not self.calibrate,
             "--calibrate fits on single passages: not with --distractors",

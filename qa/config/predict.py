@@ -8,6 +8,7 @@ from qa.config.settings import (
     DecodeSettings,
     Problems,
     WindowSettings,
+    batch_tokens_setting,
     checkpoint_setting,
     field_flag,
     inference_batch_setting,
@@ -42,6 +43,7 @@ class Answering:
     window: WindowSettings = setting(WindowSettings, as_trained=True)
     decode: DecodeSettings = setting(DecodeSettings)
     batch_size: int | None = inference_batch_setting()
+    max_batch_tokens: int = batch_tokens_setting("")
     precision: str = precision_setting()
     print_json: bool = setting(
         False, "print JSON: {answer, score, start, end} (a list of them with --top-k > 1)", mode=ONE_SHOT, flag="json"
@@ -82,6 +84,7 @@ class PredictConfig(Serving, Answering):
             f"--min-confidence must be in [0, 1], got {self.min_confidence}",
         )
         problems.positive(self, "batch_size", optional=True)
+        problems.positive(self, "max_batch_tokens")
         problems.positive(self, "max_body_bytes", "max_context_chars", "max_queue", "max_batch_questions")
         problems.finite(self, "batch_wait_ms", "read_timeout_s", "answer_timeout_s")
         problems.positive(self, "read_timeout_s", "answer_timeout_s")

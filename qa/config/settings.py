@@ -169,6 +169,19 @@ def inference_batch_setting() -> Any:
     )
 
 
+# Tokens (padded) in one forward pass: at the default windows (384) the batch sizes bind first; at a
+# long model's length (ModernBERT 8192) this does, so memory stays bounded whatever the window length.
+DEFAULT_BATCH_TOKENS = 32_768
+
+
+def batch_tokens_setting(what: str) -> Any:
+    return setting(
+        DEFAULT_BATCH_TOKENS,
+        f"at most this many tokens (windows x padded length) in one forward pass{what}: long windows make "
+        "smaller batches",
+    )
+
+
 def checkpoint_setting(group: str) -> Any:
     """evaluate.py's and predict.py's --ckpt: a train.py output directory (its default) or a hub id."""
     return setting(

@@ -19,6 +19,7 @@ from qa.config.settings import (
     DecodeSettings,
     Problems,
     WindowSettings,
+    batch_tokens_setting,
     file_problems,
     flag,
     precision_setting,
@@ -102,6 +103,10 @@ class Optimisation:
         run_qa=("--per_device_train_batch_size",),
     )
     grad_accum: int = setting(1, "micro-batches per optimizer step", run_qa=("--gradient_accumulation_steps",))
+    max_batch_tokens: int = batch_tokens_setting(
+        " (training: a micro-batch over it is run in parts whose gradients add up to the same step; "
+        "evaluations: smaller batches)"
+    )
     max_grad_norm: float = setting(1.0, "clip gradients to this norm; 0: off", run_qa=("--max_grad_norm",))
     seed: int = setting(42, "seeds shuffling and dropout")
     group_by_length: bool = setting(True, "batches of windows of similar length (less padding)")
@@ -109,7 +114,7 @@ class Optimisation:
     def optimisation_problems(self) -> Problems:
         problems = Problems()
         problems.finite(self, "lr", "epochs", "weight_decay", "warmup_ratio", "max_grad_norm")
-        problems.positive(self, "lr", "epochs", "batch_size", "grad_accum")
+        problems.positive(self, "lr", "epochs", "batch_size", "grad_accum", "max_batch_tokens")
         problems.positive(self, "max_steps", optional=True)
         problems.need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         problems.need(0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")

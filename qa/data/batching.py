@@ -47,10 +47,35 @@ def collate_windows(
     return batch
 
 
-def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Window indices grouped into batches of similar length, longest first (for inference)."""
+def length_sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Window indices grouped into batches of similar length, longest first (for inference): at most
+    ``batch_size`` windows and, where given, at most ``max_tokens`` padded tokens (one window at least)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
+    if max_tokens is None:
+        return [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
+    batches, begin = [], 0
+    while begin < len(order):
+        # The first window of a batch is its longest: it sets the padded width.
+        size = min(batch_size, max(1, max_tokens // padded_length(int(lengths[order[begin]]))))
+        batches.append(order[begin : begin + size])
+        begin += size
+    return batches
+
+
+def token_bounded_parts(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Positions 0..n-1 of a batch split, in order, into parts padded to at most ``max_tokens`` tokens
+    each (one window at least): a training micro-batch of long windows run in parts."""
+    parts, current, longest = [], [], 0
+    for position, length in enumerate(np.asarray(lengths)):
+        widest = max(longest, int(length))
+        if current and padded_length(widest) * (len(current) + 1) > max_tokens:
+            parts.append(np.array(current))
+            current, widest = [], int(length)
+        current.append(position)
+        longest = widest
+    if current:
+        parts.append(np.array(current))
+    return parts
 
 
 def epoch_batches(

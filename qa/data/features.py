@@ -34,19 +34,19 @@ def prepare_train_features(
     end_positions: list[int] = []
     for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
         input_ids = encoded["input_ids"][window]
+        # "Not in this window" is labelled at the CLS token wherever the tokenizer puts it (XLNet: last).
         cls_index = input_ids.index(cls_token_id) if cls_token_id in input_ids else 0
         answers = examples["answers"][example_index]
         span = None
         if answers["text"]:
+            context = examples["context"][example_index]
             answer_start, answer_end = _strip_span(
-                examples["context"][example_index],
-                answers["answer_start"][0],
-                answers["answer_start"][0] + len(answers["text"][0]),
+                context, answers["answer_start"][0], answers["answer_start"][0] + len(answers["text"][0])
             )
-            sequence_ids = encoded.sequence_ids(window)
-            span = covering_token_span(
-                encoded["offset_mapping"][window], sequence_ids, context_index, answer_start, answer_end
+            offsets = context_offsets(
+                context, encoded["offset_mapping"][window], encoded.sequence_ids(window), context_index
             )
+            span = covering_token_span(offsets, answer_start, answer_end)
         start, end = span if span is not None else (cls_index, cls_index)
         start_positions.append(start)
         end_positions.append(end)
@@ -70,10 +70,9 @@ def prepare_eval_features(
     example_ids: list[str] = []
     offset_mapping: list[list[tuple[int, int] | None]] = []
     for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
-        sequence_ids = encoded.sequence_ids(window)
-        offsets = encoded["offset_mapping"][window]
+        context = examples["context"][example_index]
         offset_mapping.append(
-            [offset if sequence_id == context_index else None for offset, sequence_id in zip(offsets, sequence_ids)]
+            context_offsets(context, encoded["offset_mapping"][window], encoded.sequence_ids(window), context_index)
         )
         example_ids.append(examples["id"][example_index])
     features = _model_inputs(encoded, tokenizer)
@@ -82,31 +81,60 @@ def prepare_eval_features(
     return features
 
 
+def context_offsets(
+    context: str, offsets: list[tuple[int, int]], sequence_ids: list[int | None], context_index: int
+) -> list[tuple[int, int] | None]:
+    """Each token's character span in ``context``, exact, or None for a token that is not context text.
+
+    The one place where tokenizers' offsets are made exact, for labels and answers alike. Offsets of
+    SentencePiece and byte-level BPE tokenizers (DeBERTa-v2/v3, DeBERTa, ModernBERT, BigBird) include
+    the white space before a word, and a lone word-start piece (``▁``, ``Ġ``) may map to a space, to
+    nothing, or overlap the first character of the next token (transformers #14418, tokenizers
+    #1775). So: white space at either end of a span is left out; a token left with no text is not
+    context (no answer starts or ends on it); a token whose span is a strict prefix of the next
+    token's is a word-start marker, and is not context either. Byte pieces of one character keep
+    their shared span. WordPiece offsets pass unchanged.
+    """
+    spans: list[tuple[int, int] | None] = []
+    for (start, end), sequence_id in zip(offsets, sequence_ids):
+        if sequence_id != context_index:
+            spans.append(None)
+            continue
+        if start < end and (context[start].isspace() or context[end - 1].isspace()):
+            while start < end and context[start].isspace():
+                start += 1
+            while end > start and context[end - 1].isspace():
+                end -= 1
+        spans.append((start, end) if start < end else None)
+    for index in range(len(spans) - 1):
+        this, following = spans[index], spans[index + 1]
+        if this is not None and following is not None and this[0] == following[0] and this[1] < following[1]:
+            spans[index] = None
+    return spans
+
+
 def covering_token_span(
-    offsets: list[tuple[int, int]],
-    sequence_ids: list[int | None],
-    context_index: int,
-    answer_start: int,
-    answer_end: int,
+    offsets: list[tuple[int, int] | None], answer_start: int, answer_end: int
 ) -> tuple[int, int] | None:
     """Smallest token span inside the context covering characters [answer_start, answer_end).
 
-    The start is the last context token that starts at or before the answer's
-    first character (the first of several tokens sharing that start, as byte
-    pieces of one character do); the end is the first token that ends at or
-    after the answer's last character (the last of several sharing that end).
+    ``offsets``: each token's exact context span, None outside the context (`context_offsets`). The
+    start is the last context token that starts at or before the answer's first character (the first
+    of several tokens sharing that start, as byte pieces of one character do); the end is the first
+    token that ends at or after the answer's last character (the last of several sharing that end).
     Returns None when the window's context does not hold the whole answer.
     """
-    first = sequence_ids.index(context_index)
-    last = len(sequence_ids) - 1 - sequence_ids[::-1].index(context_index)
-    if offsets[first][0] > answer_start or offsets[last][1] < answer_end:
+    positions = [index for index, offset in enumerate(offsets) if offset is not None]
+    if not positions:
         return None
-    # Offsets are non-decreasing along the context, so bisection finds both ends.
-    starts = [offset[0] for offset in offsets[first : last + 1]]
-    ends = [offset[1] for offset in offsets[first : last + 1]]
+    starts = [offsets[index][0] for index in positions]
+    ends = [offsets[index][1] for index in positions]
+    if starts[0] > answer_start or ends[-1] < answer_end:
+        return None
+    # Exact offsets are non-decreasing along the context, so bisection finds both ends.
     start = bisect_left(starts, starts[bisect_right(starts, answer_start) - 1])
     end = bisect_right(ends, ends[bisect_left(ends, answer_end)]) - 1
-    return first + start, first + max(start, end)
+    return positions[start], positions[max(start, end)]
 
 
 def _strip_span(context: str, start: int, end: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from qa.config.settings import DecodeSettings, WindowSettings
+from qa.config.settings import DEFAULT_BATCH_TOKENS, DecodeSettings, WindowSettings
 from qa.data.questions import Question
 from qa.errors import QAError
 from qa.eval.calibration import Calibrator, candidate_confidence
@@ -79,6 +79,7 @@ def load_reader(
     decode: DecodeSettings,
     batch_size: int | None,
     precision: str,
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
 ) -> Reader:
     """Check the windows fit the model, then load model and tokenizer onto this process's device."""
     check_checkpoint(checkpoint, window)
@@ -90,7 +91,9 @@ def load_reader(
         print(precision_note(runtime, precision), file=sys.stderr, flush=True)
     calibrator = Calibrator.from_dict(getattr(model.config, CALIBRATION_KEY, None))
     batch = inference_batch_size(batch_size, runtime)
-    settings = AnswerSettings(window, with_stored_threshold(decode, model), batch, calibrator=calibrator)
+    settings = AnswerSettings(
+        window, with_stored_threshold(decode, model), batch, max_batch_tokens=max_batch_tokens, calibrator=calibrator
+    )
     if calibrator is None and runtime.is_main:
         print(
             f"note: {checkpoint} has no calibrator, so scores are the model's own span probabilities, not "

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.config.settings import DecodeSettings, WindowSettings
+from qa.config.settings import DEFAULT_BATCH_TOKENS, DecodeSettings, WindowSettings
 from qa.data.windows import WindowLayout, build_eval_windows, window_layout
 from qa.eval.calibration import (
     Calibrator,
@@ -51,6 +51,7 @@ class AnswerSettings:
     window: WindowSettings = field(default_factory=WindowSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     batch_size: int = 64  # windows per forward pass
+    max_batch_tokens: int = DEFAULT_BATCH_TOKENS  # padded tokens per forward pass
     version_2: bool = False  # SQuAD v2.0 scoring even for data without unanswerable questions
     calibrator: Calibrator | None = None  # maps span log-probabilities to calibrated scores
 
@@ -102,6 +103,7 @@ def answer_examples(
         window_indices=shard_windows(len(windows), runtime),
         pad_token_id=tokenizer.pad_token_id or 0,
         progress=progress,
+        max_tokens=settings.max_batch_tokens,
     )
     gathered = gather_logits(start_flat, end_flat, runtime)
     timings.inference = time.perf_counter() - began

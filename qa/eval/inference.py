@@ -20,10 +20,12 @@ def predict_logits(
     window_indices: np.ndarray | None = None,
     pad_token_id: int = 0,
     progress: bool = False,
+    max_tokens: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Start and end logits of the windows ``window_indices`` (default: all).
 
-    Windows are sorted by length into batches padded to their own longest.
+    Windows are sorted by length into batches padded to their own longest, of at most ``batch_size``
+    windows and ``max_tokens`` padded tokens.
     Returns two flat float32 arrays laid out like ``windows.input_ids``; tokens
     of windows not computed here hold NaN.
     """
@@ -31,7 +33,7 @@ def predict_logits(
     selected = np.arange(len(windows)) if window_indices is None else np.asarray(window_indices, dtype=np.int64)
     start_flat = np.full(len(windows.input_ids), np.nan, dtype=np.float32)
     end_flat = np.full(len(windows.input_ids), np.nan, dtype=np.float32)
-    batches = [selected[batch] for batch in length_sorted_batches(windows.lengths[selected], batch_size)]
+    batches = [selected[batch] for batch in length_sorted_batches(windows.lengths[selected], batch_size, max_tokens)]
     if progress:
         from tqdm import tqdm
 

@@ -9,6 +9,7 @@ window length must fit the model's position embeddings.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from qa.errors import QAError
 from qa.hub import hub_unreachable, unreachable_note
 
 # Any one of these makes a directory's tokenizer loadable as what it was trained with.
+# XLNet's QA class is XLNetForQuestionAnsweringSimple: a suffix test would refuse it.
+QA_CLASS_SUFFIX = "ForQuestionAnswering"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
@@ -30,6 +33,7 @@ def _quiet_transformers() -> None:
 
 
 def load_tokenizer(name_or_path: str) -> Any:
+    """The model's fast tokenizer, giving exactly the inputs the model's forward pass takes."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
@@ -44,8 +48,65 @@ def load_tokenizer(name_or_path: str) -> Any:
     except Exception as error:  # OSError, ValueError, and the tokenizers library's own exceptions
         raise QAError(_load_problem(name_or_path, "tokenizer", error)) from None
     if not getattr(tokenizer, "is_fast", False):
-        raise QAError(f"{name_or_path}: the tokenizer must be a fast (Rust) tokenizer, which gives character offsets")
+        raise QAError(
+            f"{name_or_path}: the tokenizer ({type(tokenizer).__name__}) is not a fast (Rust) tokenizer, so it "
+            "cannot give the character offsets that answers are cut by"
+        )
+    try:
+        tokenizer("a", "b", return_offsets_mapping=True)
+    except Exception as error:  # NotImplementedError and the tokenizers library's own exceptions
+        raise QAError(f"{name_or_path}: the tokenizer cannot give character offsets ({error})") from None
+    if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" not in model_inputs(
+        load_config(name_or_path)
+    ):
+        # A tokenizer that makes token types for a model whose forward pass has no such argument
+        # (ModernBERT's ships the generic class): windows carry exactly what the model takes.
+        tokenizer.model_input_names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
     return tokenizer
+
+
+def qa_model_class(config: Any) -> Any:
+    """The question-answering class of this config's family, whatever its name ends with
+    (XLNet's is ``XLNetForQuestionAnsweringSimple``)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        return AutoModelForQuestionAnswering._model_mapping[type(config)]
+    except KeyError:
+        raise QAError(
+            f"{getattr(config, 'model_type', type(config).__name__)} models have no question-answering class "
+            "in transformers (AutoModelForQuestionAnswering)"
+        ) from None
+
+
+def model_inputs(config: Any) -> set[str]:
+    """The arguments of the QA model's forward pass."""
+    return set(inspect.signature(qa_model_class(config).forward).parameters)
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest window the model takes, by its own rules; None: no limit.
+
+    A model whose position ids start after the padding index (RoBERTa, XLM-R, CamemBERT, MPNet,
+    Longformer, data2vec-text, ...) loses ``padding index + 1`` positions: such models declare the
+    padding index on their position embedding, so the rule is read off an empty (meta-device) copy of
+    the model instead of a list of families. A limit of -1 or none (XLNet) is no limit.
+    """
+    import torch
+
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        limit = None
+    with torch.device("meta"):
+        skeleton = qa_model_class(config)(config)
+    for name, module in skeleton.named_modules():
+        if (
+            isinstance(module, torch.nn.Embedding)
+            and name.endswith("position_embeddings")
+            and module.padding_idx is not None
+        ):
+            return module.num_embeddings - module.padding_idx - 1
+    return limit
 
 
 def load_config(name_or_path: str) -> Any:
@@ -62,12 +123,7 @@ def load_config(name_or_path: str) -> Any:
 def check_model_fits(name_or_path: str, window: WindowSettings) -> Any:
     """Refuse window settings the model cannot take, before any work; returns the model config."""
     config = load_config(name_or_path)
-    limit = getattr(config, "max_position_embeddings", None)
-    if getattr(config, "type_vocab_size", None) == 1 and getattr(config, "model_type", "") in (
-        "roberta",
-        "xlm-roberta",
-    ):
-        limit = limit - 2 if limit else limit  # RoBERTa's positions start after the padding index
+    limit = position_limit(config)
     problems = window.model_problems(limit, f"the model {name_or_path}")
     if problems:
         raise QAError("; ".join(problems))
@@ -81,7 +137,7 @@ def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: Any = None
 
     config = load_config(name_or_path)
     architectures = config.architectures or []
-    is_qa_model = any(name.endswith("ForQuestionAnswering") for name in architectures)
+    is_qa_model = any(QA_CLASS_SUFFIX in name for name in architectures)
     if require_qa_head and not is_qa_model:
         raise QAError(
             f"{name_or_path}: not a question-answering model (architectures: {', '.join(architectures) or 'none'}); "

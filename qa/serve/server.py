@@ -55,7 +55,9 @@ def serve(config: PredictConfig) -> None:
     """Load the model once and serve until SIGTERM / Ctrl-C, finishing the requests in flight."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.WARNING, stream=sys.stderr)
     sock = bind_socket(config.host, config.port)
-    reader = load_reader(config.ckpt, config.window, config.decode, config.batch_size, config.precision)
+    reader = load_reader(
+        config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
+    )
     app = build_app(ServedReader(reader), config)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host

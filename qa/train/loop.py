@@ -15,7 +15,15 @@ import torch
 from tqdm import tqdm
 
 from qa.config.train import TrainConfig
-from qa.data.batching import GROUP_KEY, LABEL_KEYS, WindowCollator, rank_slice, training_batches
+from qa.data.batching import (
+    GROUP_KEY,
+    LABEL_KEYS,
+    WindowCollator,
+    padded_length,
+    rank_slice,
+    token_bounded_parts,
+    training_batches,
+)
 from qa.data.windows import TrainWindows
 from qa.eval.evaluator import AnswerSettings, score_examples
 from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX
@@ -161,23 +169,29 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
     loss_sum = torch.zeros((), device=runtime.device)
     windows = 0
     for micro in range(count):
-        batch = {name: tensor.to(runtime.device, non_blocking=True) for name, tensor in next(micro_batches).items()}
-        # DDP averages gradients across ranks only on the last micro-batch of a step.
-        if runtime.distributed:
-            run.model.require_backward_grad_sync = micro == count - 1
-        with runtime.autocast():
-            outputs = run.model(**{name: tensor for name, tensor in batch.items() if name not in LABEL_KEYS})
-            if GROUP_KEY in batch:
-                loss = shared_norm_loss(outputs, batch) / count
-            elif run.teacher is None:
-                loss = span_loss(outputs, batch) / count
-            else:
-                alpha, temperature = run.config.distill_alpha, run.config.distill_temperature
-                teacher_logits = run.teacher.logits(batch)
-                loss = distillation_loss(outputs, teacher_logits, batch, alpha, temperature) / count
-        opt.scaler.scale(loss).backward()
-        loss_sum += loss.detach()
-        windows += len(batch["input_ids"])
+        micro_batch = next(micro_batches)
+        parts = _token_bounded(micro_batch, run.config.max_batch_tokens)
+        for number, part in enumerate(parts):
+            batch = {name: tensor.to(runtime.device, non_blocking=True) for name, tensor in part.items()}
+            # DDP averages gradients across ranks only on the last forward pass of a step.
+            if runtime.distributed:
+                run.model.require_backward_grad_sync = micro == count - 1 and number == len(parts) - 1
+            # Each part's mean loss weighted by its share of the micro-batch: the gradients add up to
+            # those of the whole micro-batch's mean loss.
+            share = len(batch["input_ids"]) / len(micro_batch["input_ids"]) / count
+            with runtime.autocast():
+                outputs = run.model(**{name: tensor for name, tensor in batch.items() if name not in LABEL_KEYS})
+                if GROUP_KEY in batch:
+                    loss = shared_norm_loss(outputs, batch) * share
+                elif run.teacher is None:
+                    loss = span_loss(outputs, batch) * share
+                else:
+                    alpha, temperature = run.config.distill_alpha, run.config.distill_temperature
+                    teacher_logits = run.teacher.logits(batch)
+                    loss = distillation_loss(outputs, teacher_logits, batch, alpha, temperature) * share
+            opt.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+            windows += len(batch["input_ids"])
     opt.scaler.unscale_(opt.optimizer)  # a no-op unless fp16 scales the loss
     # The norm before clipping, for the log; an infinite limit clips nothing (a multiplication by 1).
     limit = run.config.max_grad_norm if run.config.max_grad_norm > 0 else math.inf
@@ -187,6 +201,27 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scheduler.step()
     return loss_sum, grad_norm.detach(), windows
+
+
+def _token_bounded(batch: dict[str, torch.Tensor], max_tokens: int) -> list[dict[str, torch.Tensor]]:
+    """A padded micro-batch as parts of at most ``max_tokens`` padded tokens each, each padded to its
+    own longest window; the batch itself when it fits. Batches of whole questions (--distractors)
+    share one softmax, so they are never split."""
+    rows, width = batch["input_ids"].shape
+    if rows * width <= max_tokens or GROUP_KEY in batch:
+        return [batch]
+    lengths = batch["attention_mask"].sum(dim=1).numpy()
+    parts = []
+    for positions in token_bounded_parts(lengths, max_tokens):
+        index = torch.from_numpy(positions)
+        narrow = padded_length(int(lengths[positions].max()))
+        parts.append(
+            {
+                name: tensor[index, :narrow] if tensor.dim() == 2 and tensor.shape[1] == width else tensor[index]
+                for name, tensor in batch.items()
+            }
+        )
+    return parts
 
 
 def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
@@ -271,6 +306,7 @@ def eval_settings(run: Run) -> Any:
         window=run.config.window,
         decode=run.config.decode,
         batch_size=inference_batch_size(run.config.eval_batch_size, run.runtime),
+        max_batch_tokens=run.config.max_batch_tokens,
         # Training on unanswerable questions makes a v2 model, whatever the validation data holds.
         version_2=run.config.version_2_with_negative or run.trains_unanswerable,
     )
