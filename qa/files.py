@@ -4,8 +4,10 @@ parsing can read a checkpoint's training arguments cheaply."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,13 +65,27 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write the new file to, moved onto ``path`` when the block
     ends and removed when it fails: a crash mid-write leaves the old file, never half a new one.
-    Its name (``.NAME.tmp``) is one that train.py clears as a leftover of a killed run."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    The name is this writer's own (``.NAME.PID.RANDOM.tmp``): two processes replacing one file never
+    write into the same temporary; train.py clears such names as leftovers of a killed run."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (flock on the directory itself: no lock file is left in
+    a model directory) for a read-modify-write of a file in it, so that another process's change
+    between the read and the write is not lost. The OS drops it if the holder dies."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -36,7 +36,9 @@ def corpus(size: int = 300, seed: int = 0) -> list[str]:
     return (contexts + _SPECIAL_SENTENCES) * 5 + generated
 
 
-def _train(model: Any, trainer: Any, pre_tokenizer: Any = None, normalizer: Any = None) -> dict:
+def _train(
+    model: Any, trainer: Any, texts: list[str] | None, pre_tokenizer: Any = None, normalizer: Any = None
+) -> dict:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer(model)
@@ -44,35 +46,36 @@ def _train(model: Any, trainer: Any, pre_tokenizer: Any = None, normalizer: Any 
         tokenizer.pre_tokenizer = pre_tokenizer
     if normalizer is not None:
         tokenizer.normalizer = normalizer
-    tokenizer.train_from_iterator(corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(texts or corpus(), trainer=trainer)
     return json.loads(tokenizer.to_str())["model"]
 
 
-def wordpiece_vocab(specials: list[str], lowercase: bool) -> dict[str, int]:
+def wordpiece_vocab(specials: list[str], lowercase: bool, texts: list[str] | None = None) -> dict[str, int]:
     from tokenizers import models, normalizers, pre_tokenizers, trainers
 
     normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials)
-    return _train(models.WordPiece(unk_token="[UNK]"), trainer, pre_tokenizers.BertPreTokenizer(), normalizer)["vocab"]
+    model = models.WordPiece(unk_token="[UNK]")
+    return _train(model, trainer, texts, pre_tokenizers.BertPreTokenizer(), normalizer)["vocab"]
 
 
-def byte_bpe_vocab(specials: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def byte_bpe_vocab(specials: list[str], texts: list[str] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
     from tokenizers import models, pre_tokenizers, trainers
 
     trainer = trainers.BpeTrainer(
         vocab_size=700, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    trained = _train(models.BPE(), trainer, pre_tokenizers.ByteLevel(add_prefix_space=False))
+    trained = _train(models.BPE(), trainer, texts, pre_tokenizers.ByteLevel(add_prefix_space=False))
     merges = [tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ")) for merge in trained["merges"]]
     return trained["vocab"], merges
 
 
-def unigram_vocab(specials: list[str]) -> list[tuple[str, float]]:
+def unigram_vocab(specials: list[str], texts: list[str] | None = None) -> list[tuple[str, float]]:
     """SentencePiece-style pieces (``▁`` marks a word start) with the specials first, in the family's order."""
     from tokenizers import models, pre_tokenizers, trainers
 
     trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=specials, unk_token=specials[0])
-    pieces = _train(models.Unigram(), trainer, pre_tokenizers.Metaspace())["vocab"]
+    pieces = _train(models.Unigram(), trainer, texts, pre_tokenizers.Metaspace())["vocab"]
     learned = [(piece, score) for piece, score in pieces if piece not in specials]
     return [(special, 0.0) for special in specials] + [(piece, float(score)) for piece, score in learned]
 
@@ -80,48 +83,48 @@ def unigram_vocab(specials: list[str]) -> list[tuple[str, float]]:
 @dataclass(frozen=True)
 class Family:
     name: str
-    tokenizer: Any  # () -> a tokenizer of the family's kind
+    tokenizer: Any  # (texts or None) -> a tokenizer of the family's kind, trained on texts
     model: Any  # (tokenizer) -> a tiny random QA model
     limit_offset: int = 0  # positions the model keeps for itself (padding-offset position ids)
 
 
 def _bert_like(tokenizer_class: str, specials: list[str], lowercase: bool = False, **options: Any) -> Any:
-    def build() -> Any:
+    def build(texts: list[str] | None = None) -> Any:
         import transformers
 
-        vocab = wordpiece_vocab(specials, lowercase)
+        vocab = wordpiece_vocab(specials, lowercase, texts)
         return getattr(transformers, tokenizer_class)(vocab=vocab, do_lower_case=lowercase, **options)
 
     return build
 
 
 def _byte_bpe(tokenizer_class: str, specials: list[str], **options: Any) -> Any:
-    def build() -> Any:
+    def build(texts: list[str] | None = None) -> Any:
         import transformers
 
-        vocab, merges = byte_bpe_vocab(specials)
+        vocab, merges = byte_bpe_vocab(specials, texts)
         return getattr(transformers, tokenizer_class)(vocab=vocab, merges=merges, **options)
 
     return build
 
 
 def _unigram(tokenizer_class: str, specials: list[str], **options: Any) -> Any:
-    def build() -> Any:
+    def build(texts: list[str] | None = None) -> Any:
         import transformers
 
-        return getattr(transformers, tokenizer_class)(vocab=unigram_vocab(specials), **options)
+        return getattr(transformers, tokenizer_class)(vocab=unigram_vocab(specials, texts), **options)
 
     return build
 
 
-def _modernbert_tokenizer() -> Any:
+def _modernbert_tokenizer(texts: list[str] | None = None) -> Any:
     """ModernBERT ships a byte-level BPE (OLMo's) in a plain PreTrainedTokenizerFast with a CLS/SEP template:
     no trimming of offsets, so a word's offsets include the space before it."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
-    vocab, merges = byte_bpe_vocab(specials)
+    vocab, merges = byte_bpe_vocab(specials, texts)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
     from tokenizers import decoders
@@ -313,8 +316,9 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def make_family_tokenizer(name: str) -> Any:
-    return FAMILIES[name].tokenizer()
+def make_family_tokenizer(name: str, texts: list[str] | None = None) -> Any:
+    """A tokenizer of family ``name`` trained on ``texts`` (default: `corpus()`)."""
+    return FAMILIES[name].tokenizer(texts)
 
 
 def make_family_model(name: str, directory: Path) -> Path:

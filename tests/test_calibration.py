@@ -117,7 +117,9 @@ def test_calibrate_on_too_few_questions_is_refused_and_stores_nothing(arranged_m
     with pytest.raises(SystemExit) as caught:
         evaluate_cmd.main(["--ckpt", str(model), "--validation-file", str(data), "--calibrate", "--no-progress"])
     assert caught.value.code == 2
-    assert "20 answered questions are too few to fit a calibrator on (at least 200)" in capsys.readouterr().err
+    assert "--calibrate: 20 questions (20 with an answer, 0 without); a calibrator is fitted on at least 200" in (
+        capsys.readouterr().err
+    )
     assert (model / "config.json").read_text() == before
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from qa.config.cli import command_parser, parse_config
 from qa.config.evaluate import EvaluateConfig
 from qa.errors import QAError, exit_on_qa_error
-from qa.files import CALIBRATION_KEY, METRICS_FILE, PREDICTIONS_FILE, read_json_object, write_json
+from qa.files import METRICS_FILE, PREDICTIONS_FILE, read_json_object, write_json
 
 
 def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
@@ -46,34 +46,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from qa.model.runtime import shutdown
 
     check_checkpoint(config.ckpt, config.window)
+    if config.calibrate and not (Path(config.ckpt) / "config.json").is_file():
+        raise QAError(f"--calibrate stores the calibrator in the checkpoint: {config.ckpt} is not a local directory")
     examples = load_examples(
         config.dataset, config.split, config.validation_file, for_training=False, max_samples=config.max_eval_samples
     )
+    if config.calibrate:
+        from qa.eval.calibrate import check_calibration_data
+
+        check_calibration_data(examples)
     reader = load_reader(
-        config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
+        config.ckpt,
+        config.window,
+        config.decode,
+        config.batch_size,
+        config.precision,
+        config.max_batch_tokens,
+        calibrating=config.calibrate,
     )
     reader.settings.version_2 = config.version_2_with_negative
     if config.distractors is not None:
         metrics = _evaluate_with_distractors(config, reader, examples, output_dir)
         shutdown(reader.runtime)
         return metrics
-    if config.calibrate and not (Path(config.ckpt) / "config.json").is_file():
-        raise QAError(f"--calibrate stores the calibrator in the checkpoint: {config.ckpt} is not a local directory")
-    evaluation = evaluate_examples(
-        reader.model,
-        reader.tokenizer,
-        examples,
-        reader.settings,
-        reader.runtime,
-        output_dir,
-        save_nbest=config.save_nbest,
-        progress=config.progress,
-        with_report=config.report != "none",
-    )
+    if config.calibrate:
+        from qa.eval.calibrate import evaluate_and_calibrate
+
+        evaluation = evaluate_and_calibrate(
+            reader,
+            examples,
+            output_dir,
+            save_nbest=config.save_nbest,
+            progress=config.progress,
+            with_report=config.report != "none",
+        )
+    else:
+        evaluation = evaluate_examples(
+            reader.model,
+            reader.tokenizer,
+            examples,
+            reader.settings,
+            reader.runtime,
+            output_dir,
+            save_nbest=config.save_nbest,
+            progress=config.progress,
+            with_report=config.report != "none",
+        )
     shutdown(reader.runtime)
     metrics = evaluation.metrics if evaluation is not None else None
-    if evaluation is not None and config.calibrate:
-        _calibrate(config.ckpt, evaluation)
     if metrics is not None and config.decode.null_threshold is None and reader.has_null_threshold:
         _say_if_the_stored_threshold_declines_most(output_dir, reader.settings.decode.null_threshold)
     if metrics is not None:
@@ -96,50 +116,6 @@ def _say_if_the_stored_threshold_declines_most(output_dir: Path, threshold: floa
             "(a larger value answers more)",
             file=sys.stderr,
         )
-
-
-def _calibrate(checkpoint: str, evaluation: Any) -> None:
-    """Fit the calibrator on this evaluation's answered questions and store it with the checkpoint."""
-    from qa.eval.calibration import (
-        MIN_QUESTIONS_TO_FIT,
-        expected_calibration_error,
-        no_answer_confidence,
-        uncalibrated_confidence,
-    )
-    from qa.model.threshold import store_config_entry
-
-    log_probs, correct = evaluation.span_log_probs, evaluation.span_correct
-    if len(log_probs) < MIN_QUESTIONS_TO_FIT:
-        raise QAError(
-            f"--calibrate: {len(log_probs)} answered questions are too few to fit a calibrator on (at least "
-            f"{MIN_QUESTIONS_TO_FIT}); nothing was stored"
-        )
-    calibrator = evaluation.fit_calibrator()
-    before = expected_calibration_error(uncalibrated_confidence(log_probs), correct)
-    after = expected_calibration_error(calibrator.confidence(log_probs), correct)
-    store_config_entry(Path(checkpoint), CALIBRATION_KEY, calibrator.to_dict())
-    print(
-        f"calibrated on {len(log_probs)} answered questions: ECE {before:.4f} before, {after:.4f} after (on the "
-        f"questions it was fitted on; measure on others); stored in {Path(checkpoint) / 'config.json'}",
-        file=sys.stderr,
-    )
-    margins, no_answer = evaluation.null_margins, evaluation.no_answer_right
-    if margins is None:
-        return
-    if not calibrator.calibrates_no_answer:
-        print(
-            f"note: 'no answer' scores stay uncalibrated: {len(margins)} questions, at least {MIN_QUESTIONS_TO_FIT} "
-            "with and without an answer are needed to fit them",
-            file=sys.stderr,
-        )
-        return
-    threshold = evaluation.metrics.get("null_threshold")
-    plain = [no_answer_confidence(margin, 0.0, threshold) for margin in margins]
-    print(
-        f"calibrated 'no answer' on {len(margins)} questions: ECE {expected_calibration_error(plain, no_answer):.4f} "
-        f"before, {expected_calibration_error(calibrator.no_answer_confidence(margins), no_answer):.4f} after",
-        file=sys.stderr,
-    )
 
 
 def _evaluate_with_distractors(config: EvaluateConfig, reader: Any, examples: Any, output_dir: Path) -> dict[str, Any]:

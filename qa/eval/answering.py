@@ -18,7 +18,7 @@ import torch
 from qa.config.settings import DEFAULT_BATCH_TOKENS, DecodeSettings, WindowSettings
 from qa.data.questions import Question
 from qa.errors import QAError
-from qa.eval.calibration import Calibrator, candidate_confidence
+from qa.eval.calibration import Calibrator, candidate_confidence, feature_settings
 from qa.eval.decoding import Prediction
 from qa.eval.evaluator import AnswerSettings, answer_examples
 from qa.eval.passages import merge_passages
@@ -80,6 +80,8 @@ def load_reader(
     batch_size: int | None,
     precision: str,
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    *,
+    calibrating: bool = False,
 ) -> Reader:
     """Check the windows fit the model, then load model and tokenizer onto this process's device."""
     check_checkpoint(checkpoint, window)
@@ -90,11 +92,20 @@ def load_reader(
     if runtime.is_main:  # once the model loaded: a refused checkpoint stays a one-line error
         print(precision_note(runtime, precision), file=sys.stderr, flush=True)
     calibrator = Calibrator.from_dict(getattr(model.config, CALIBRATION_KEY, None))
+    decode = with_stored_threshold(decode, model)
+    now = feature_settings(window, decode)
+    if calibrator is not None and not calibrator.fits(now):
+        if runtime.is_main:
+            print(
+                f"note: {checkpoint}'s calibrator was fitted under other settings ({calibrator.mismatch(now)}), "
+                "so scores are the model's own span probabilities, not calibrated ones",
+                file=sys.stderr,
+            )
+        calibrator = None
     batch = inference_batch_size(batch_size, runtime)
-    settings = AnswerSettings(
-        window, with_stored_threshold(decode, model), batch, max_batch_tokens=max_batch_tokens, calibrator=calibrator
-    )
-    if calibrator is None and runtime.is_main:
+    settings = AnswerSettings(window, decode, batch, max_batch_tokens=max_batch_tokens, calibrator=calibrator)
+    stored = getattr(model.config, CALIBRATION_KEY, None) is not None
+    if calibrator is None and not stored and not calibrating and runtime.is_main:
         print(
             f"note: {checkpoint} has no calibrator, so scores are the model's own span probabilities, not "
             f"calibrated ones (evaluate.py --ckpt {checkpoint} --calibrate fits one)",

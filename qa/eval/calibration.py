@@ -27,6 +27,8 @@ import numpy as np
 
 MIN_QUESTIONS_TO_FIT = 200  # below this the fit says more about the sample than about the model
 CALIBRATION_BINS = 10
+# Raw scores that differ by less than this across the fitting questions carry no ranking to keep.
+RANKING_SPREAD = 1e-3
 SPAN_FEATURES = ("span_logit", "span_log_prob")  # what a calibrator maps: the first is what is fitted now
 _MAX_PROBABILITY = 1 - 1e-12  # keeps the logit of a span probability that rounds to 1 finite
 
@@ -53,6 +55,22 @@ class Calibrator:
     null_slope: float | None = None
     null_intercept: float | None = None
     null_fitted_on: int = 0
+    # The settings the fitted feature depends on (`feature_settings`): a span's probability among the
+    # valid spans of its window changes with the windows and the longest answer. None: not recorded
+    # (calibrators stored before it was), applied everywhere.
+    fitted_with: dict[str, int] | None = None
+
+    def fits(self, settings: dict[str, int]) -> bool:
+        return self.fitted_with is None or self.fitted_with == settings
+
+    def mismatch(self, settings: dict[str, int]) -> str:
+        """The settings that differ from the ones it was fitted under, as flags (for a note)."""
+        fitted = self.fitted_with or {}
+        return ", ".join(
+            f"--{name.replace('_', '-')} {fitted.get(name)} (now {value})"
+            for name, value in settings.items()
+            if fitted.get(name) != value
+        )
 
     def confidence(self, log_prob: float | np.ndarray) -> Any:
         return _sigmoid(self.slope * span_feature(log_prob, self.feature) + self.intercept)
@@ -77,6 +95,9 @@ class Calibrator:
             null = [value.get("null_slope"), value.get("null_intercept")]
             null = [float(number) for number in null] if None not in null else [None, None]
             null_fitted = int(value.get("null_fitted_on", 0))
+            fitted_with = value.get("fitted_with")
+            if fitted_with is not None:
+                fitted_with = {str(name): int(number) for name, number in dict(fitted_with).items()}
         except (KeyError, TypeError, ValueError):
             return None
         if not all(math.isfinite(number) for number in [slope, intercept, *(n for n in null if n is not None)]):
@@ -89,7 +110,36 @@ class Calibrator:
             null_slope=null[0],
             null_intercept=null[1],
             null_fitted_on=null_fitted,
+            fitted_with=fitted_with,
         )
+
+
+def feature_settings(window: Any, decode: Any) -> dict[str, int]:
+    """What a span's probability depends on besides the model: the windows and the longest answer."""
+    return {
+        "max_length": window.max_length,
+        "stride": window.stride,
+        "max_question_length": window.max_question_length,
+        "max_answer_length": decode.max_answer_length,
+    }
+
+
+def calibration_problem(log_probs: np.ndarray, correct: np.ndarray) -> str | None:
+    """Why these answers cannot fit a span calibrator (None: they can): too few, all right or all wrong
+    (nothing to tell apart: the fit would be flat and every score the same)."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(correct) < MIN_QUESTIONS_TO_FIT:
+        return (
+            f"{len(correct)} answered questions are too few to fit a calibrator on (at least {MIN_QUESTIONS_TO_FIT} "
+            "questions that the model answers are needed)"
+        )
+    right = int(correct.sum())
+    if right in (0, len(correct)):
+        return (
+            f"all {len(correct)} answers are {'right' if right else 'wrong'}: a calibrator needs right and wrong "
+            "answers to tell apart"
+        )
+    return None
 
 
 def span_confidence(log_prob: float | None, calibrator: Calibrator | None) -> float:
@@ -133,10 +183,29 @@ def uncalibrated_confidence(log_prob: float | np.ndarray) -> Any:
     return np.exp(np.asarray(log_prob, dtype=np.float64))
 
 
-def fit_calibrator(log_probs: np.ndarray, correct: np.ndarray, feature: str = SPAN_FEATURES[0]) -> Calibrator:
+def fit_calibrator(
+    log_probs: np.ndarray,
+    correct: np.ndarray,
+    feature: str = SPAN_FEATURES[0],
+    fitted_with: dict[str, int] | None = None,
+) -> Calibrator:
     """The span calibrator of these answers (their log-probabilities and exact match, 0 or 1)."""
     slope, intercept = platt_fit(span_feature(log_probs, feature), correct)
-    return Calibrator(slope, intercept, int(len(correct)), feature=feature)
+    return Calibrator(slope, intercept, int(len(correct)), feature=feature, fitted_with=fitted_with)
+
+
+def ranking_problem(calibrator: Calibrator, log_probs: np.ndarray) -> str | None:
+    """A fitted calibrator that would lose the ranking the raw scores have: where they differ (by more
+    than noise), a slope that is not positive makes the calibrated scores all the same, or reverses
+    their order. (Raw scores that are all the same have no ranking to lose: the fit is their base rate.)"""
+    raw = np.exp(np.asarray(log_probs, dtype=np.float64))
+    calibrated = calibrator.confidence(log_probs)
+    if np.ptp(raw) > RANKING_SPREAD and (calibrator.slope <= 0 or np.ptp(calibrated) < 1e-6):
+        return (
+            f"the fitted slope is {calibrator.slope:.3g}: on these questions the model's span probabilities do "
+            "not rank its right answers above its wrong ones"
+        )
+    return None
 
 
 def platt_fit(values: np.ndarray, correct: np.ndarray, iterations: int = 50) -> tuple[float, float]:
@@ -167,10 +236,24 @@ def with_no_answer_fit(calibrator: Calibrator, null_margins: np.ndarray, no_answ
     """``calibrator`` with its no-answer part fitted on these questions' null margins (label: the
     question has no answer), or without one when they are too few or all of one kind."""
     labels = np.asarray(no_answer_right, dtype=np.float64)
-    if len(labels) < MIN_QUESTIONS_TO_FIT or labels.min() == labels.max():
+    if no_answer_problem(labels) is not None:
         return calibrator
     slope, intercept = platt_fit(null_margins, labels)
+    if np.ptp(null_margins) > RANKING_SPREAD and slope <= 0:  # a larger margin must make "no answer" likelier
+        return calibrator
     return replace(calibrator, null_slope=slope, null_intercept=intercept, null_fitted_on=len(labels))
+
+
+def no_answer_problem(no_answer_right: np.ndarray) -> str | None:
+    """Why these questions cannot fit the no-answer calibrator (None: they can)."""
+    labels = np.asarray(no_answer_right, dtype=np.float64)
+    without = int(labels.sum())
+    if len(labels) < MIN_QUESTIONS_TO_FIT or without in (0, len(labels)):
+        return (
+            f"{len(labels)} questions ({len(labels) - without} with an answer, {without} without): at least "
+            f"{MIN_QUESTIONS_TO_FIT} questions in all, some with and some without an answer, are needed"
+        )
+    return None
 
 
 def fitted_on_evaluation(
@@ -178,15 +261,20 @@ def fitted_on_evaluation(
     correct: np.ndarray,
     null_margins: np.ndarray | None = None,
     no_answer_right: np.ndarray | None = None,
-) -> Calibrator | None:
-    """The calibrator an evaluation fits: on its answered questions (None when too few to trust) and, for
-    data with unanswerable questions, on every question's null margin too."""
-    if len(log_probs) < MIN_QUESTIONS_TO_FIT:
-        return None
-    calibrator = fit_calibrator(log_probs, correct)
+    fitted_with: dict[str, int] | None = None,
+) -> tuple[Calibrator | None, str | None]:
+    """The calibrator an evaluation fits, on its answered questions and, for data with unanswerable
+    questions, on every question's null margin too; or None and the reason it cannot be fitted."""
+    problem = calibration_problem(log_probs, correct)
+    if problem is not None:
+        return None, problem
+    calibrator = fit_calibrator(log_probs, correct, fitted_with=fitted_with)
+    problem = ranking_problem(calibrator, log_probs)
+    if problem is not None:
+        return None, problem
     if null_margins is not None and no_answer_right is not None:
         calibrator = with_no_answer_fit(calibrator, null_margins, no_answer_right)
-    return calibrator
+    return calibrator, None
 
 
 def calibration_bins(scores: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from qa.eval.calibration import (
     Calibrator,
     brier_score,
     expected_calibration_error,
+    feature_settings,
     fitted_on_evaluation,
     prediction_confidence,
     risk_coverage,
@@ -127,10 +128,17 @@ class Evaluation:
     # SQuAD v2 data: every question's null margin (null - best span score) and whether it has no answer
     null_margins: np.ndarray | None = None
     no_answer_right: np.ndarray | None = None
+    fitted_with: dict[str, int] | None = None  # the settings a calibrator fitted here depends on
 
     def fit_calibrator(self) -> Calibrator | None:
-        """The calibrator this evaluation fits (`qa.eval.calibration.fitted_on_evaluation`)."""
-        return fitted_on_evaluation(self.span_log_probs, self.span_correct, self.null_margins, self.no_answer_right)
+        """The calibrator this evaluation fits (`qa.eval.calibration.fitted_on_evaluation`), or None."""
+        return self.calibration()[0]
+
+    def calibration(self) -> tuple[Calibrator | None, str | None]:
+        """The calibrator this evaluation fits, or None and why it cannot."""
+        return fitted_on_evaluation(
+            self.span_log_probs, self.span_correct, self.null_margins, self.no_answer_right, self.fitted_with
+        )
 
 
 def evaluate_examples(
@@ -195,6 +203,33 @@ def score_examples(
     )
     if predictions is None:
         return None
+    return score_answers(
+        examples,
+        predictions,
+        settings,
+        timings,
+        layout[0],
+        save_nbest=save_nbest,
+        tune_null_threshold=tune_null_threshold,
+        keep_degenerate_threshold=keep_degenerate_threshold,
+        with_report=with_report,
+    )
+
+
+def score_answers(
+    examples: Any,
+    predictions: list[Prediction],
+    settings: AnswerSettings,
+    timings: Timings,
+    layout: WindowLayout,
+    *,
+    save_nbest: bool = False,
+    tune_null_threshold: bool = False,
+    keep_degenerate_threshold: bool = False,
+    with_report: bool = True,
+) -> Evaluation:
+    """The scoring half of `score_examples`, on answers already found: pure, so it can run again on the
+    same answers (evaluate.py --calibrate scores them again under the calibrator it fitted)."""
     began = time.perf_counter()
     example_ids = list(examples["id"])
     golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
@@ -247,9 +282,9 @@ def score_examples(
             scores=confidences,
             exact=correct,
             f1=np.array([f1[example_id] for example_id in example_ids], dtype=np.float64),
-            context_tokens=layout[0].context_tokens,
-            window_spans=layout[0].window_spans,
-            window_capacity=layout[0].capacity,
+            context_tokens=layout.context_tokens,
+            window_spans=layout.window_spans,
+            window_capacity=layout.capacity,
             version_2=version_2,
             null_differences=margins,
             span_f1=np.array([span_f1[i] for i in example_ids]) if version_2 else None,
@@ -258,6 +293,7 @@ def score_examples(
         files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], f"Evaluation report: {len(example_ids)} questions")
     log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
     evaluation = Evaluation(metrics, files, log_probs, correct[answered])
+    evaluation.fitted_with = feature_settings(settings.window, settings.decode)
     if margins is not None:
         finite = np.isfinite(margins)
         no_answer = np.array([not any(golds[example_id]) for example_id in example_ids], dtype=np.float64)

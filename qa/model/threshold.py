@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.config.settings import DecodeSettings
-from qa.files import NULL_THRESHOLD_KEY, read_json_object, write_json
+from qa.files import NULL_THRESHOLD_KEY, directory_lock, read_json_object, write_json
 
 
 def set_null_threshold(model_config: Any, threshold: float | None) -> None:
@@ -39,9 +39,10 @@ def store_config_entry(model_dir: Path, key: str, value: Any) -> None:
     """Set (None: remove) one key of a saved model's config.json, atomically: what this tool stores with
     the weights (the null threshold, the calibrator) goes in this one way."""
     path = model_dir / "config.json"
-    config = read_json_object(path, "the model configuration")
-    set_config_entry(config, key, value)
-    write_json(path, config, sort_keys=True)
+    with directory_lock(model_dir):  # another storer's entry, written meanwhile, is kept
+        config = read_json_object(path, "the model configuration")
+        set_config_entry(config, key, value)
+        write_json(path, config, sort_keys=True)
 
 
 def stored_null_threshold(model: Any) -> float | None:

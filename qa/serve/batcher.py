@@ -58,6 +58,7 @@ class ServedReader:
             "n_best": decode.n_best,
             "max_answer_length": decode.max_answer_length,
             "null_threshold": decode.null_threshold,
+            "calibrated": self.reader.settings.calibrator is not None,
             "precision": self.reader.runtime.precision,
             "forward_passes": self.forward_passes,
             "questions_answered": self.questions_answered,

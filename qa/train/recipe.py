@@ -80,7 +80,10 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         kept = shrink_to_layers(raw_model, config.student_layers, source)
         log.say(f"student: layers {kept} of {source}")
     raw_model = raw_model.to(runtime.device)
-    set_config_entry(raw_model.config, CALIBRATION_KEY, None)  # fitted for other weights, as the threshold
+    if getattr(raw_model.config, CALIBRATION_KEY, None) is not None:
+        # fitted for other weights, as the threshold
+        set_config_entry(raw_model.config, CALIBRATION_KEY, None)
+        log.say(f"{source} carried a calibrator of its scores; dropped: only this run's evaluations fit one")
     inherited = forget_null_threshold(raw_model)
     if inherited is not None:
         log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")

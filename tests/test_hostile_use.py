@@ -1,0 +1,148 @@
+"""Round 4 of hardening: the calibrator, selective answering, several passages and the report under
+hostile use (each test fails on the code before it)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+
+def _store_many(directory: str, key: str, times: int) -> None:
+    from qa.model.threshold import store_config_entry
+
+    for value in range(times):
+        store_config_entry(Path(directory), key, value)
+
+
+def test_two_processes_storing_into_one_config_json_lose_nothing_and_corrupt_nothing(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_store_many, args=(str(tmp_path), key, 60)) for key in ("qa_a", "qa_b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored == {"model_type": "bert", "qa_a": 59, "qa_b": 59}
+    assert [path.name for path in tmp_path.iterdir()] == ["config.json"]  # no temporary left behind
+
+
+# ---------------------------------------------------------------- the calibrator (items 2, 3, 9, 11)
+
+CONTEXT = "In 2016 the Denver Broncos won the super bowl."
+LONG_CONTEXT = "The people played music in the church of the city. " * 6 + CONTEXT
+
+
+def _questions(path: Path, count: int, all_wrong: bool = False) -> Path:
+    """``count`` questions that the arranged model (it answers "Denver Broncos", less surely in a long
+    context) gets right three times in four on the short context, once in four on the long one (every
+    third question), so that its scores rank; ``all_wrong``: never right."""
+    rows = []
+    for index in range(count):
+        long = index % 3 == 0
+        context = LONG_CONTEXT if long else CONTEXT
+        right = not all_wrong and (index % 4 == 0 if long else index % 4 != 0)
+        gold = "Denver Broncos" if right else "2016"
+        answers = {"text": [gold], "answer_start": [context.index(gold)]}
+        rows.append({"id": f"q{index}", "question": f"Who won, {index}?", "context": context, "answers": answers})
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def model_copy(arranged_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    return model
+
+
+def _evaluate(*argv: str) -> int:
+    from qa.commands import evaluate as evaluate_cmd
+
+    try:
+        evaluate_cmd.main(list(argv))
+    except SystemExit as stop:
+        return int(stop.code)
+    return 0
+
+
+def test_a_calibrator_that_cannot_tell_right_from_wrong_is_refused_and_nothing_is_stored_or_written(
+    model_copy, tmp_path, capsys
+):
+    before = (model_copy / "config.json").read_text()
+    results = tmp_path / "results"
+    wrong = _questions(tmp_path / "wrong.jsonl", 240, all_wrong=True)  # every answer wrong
+    argv = ["--ckpt", str(model_copy), "--output-dir", str(results), "--no-progress", "--calibrate"]
+    assert _evaluate(*argv, "--validation-file", str(wrong)) == 2
+    err = capsys.readouterr().err
+    assert "--calibrate: all 240 answers are wrong: a calibrator needs right and wrong answers" in err
+    assert len(err.strip().splitlines()[-1:]) == 1 and "Traceback" not in err
+    assert (model_copy / "config.json").read_text() == before and not results.exists()
+    # Unanswerable questions only (a v1 model answers them all, wrongly): refused before any work.
+    rows = [{"id": "u", "question": "Who?", "context": CONTEXT, "answers": {"text": [], "answer_start": []}}]
+    unanswerable = tmp_path / "unanswerable.jsonl"
+    unanswerable.write_text("\n".join(json.dumps({**rows[0], "id": f"u{i}"}) for i in range(250)) + "\n")
+    assert _evaluate(*argv, "--validation-file", str(unanswerable)) == 2
+    assert "250 questions (0 with an answer, 250 without)" in capsys.readouterr().err
+    assert (model_copy / "config.json").read_text() == before and not results.exists()
+
+
+def test_a_calibrator_is_refused_when_its_slope_would_erase_the_ranking():
+    import numpy as np
+
+    from qa.eval.calibration import fitted_on_evaluation
+
+    rng = np.random.default_rng(0)
+    log_probs = rng.uniform(-3, -0.01, size=400)
+    correct = (log_probs < -1.5).astype(float)  # the less likely spans are the right ones: reversed
+    calibrator, problem = fitted_on_evaluation(log_probs, correct)
+    assert calibrator is None and "do not rank its right answers above its wrong ones" in problem
+    calibrator, problem = fitted_on_evaluation(log_probs, 1.0 - correct)
+    assert problem is None and calibrator.slope > 0
+
+
+def test_a_calibrator_fitted_under_other_windows_is_not_applied(model_copy, tmp_path, capsys):
+    from qa.commands import predict as predict_cmd
+
+    data = _questions(tmp_path / "dev.jsonl", 240)
+    windows = ["--max-length", "32", "--stride", "8"]
+    argv = ["--ckpt", str(model_copy), "--validation-file", str(data), "--output-dir", str(tmp_path / "r")]
+    assert _evaluate(*argv, "--no-progress", "--calibrate", *windows) == 0
+    stored = json.loads((model_copy / "config.json").read_text())["qa_calibration"]
+    assert stored["fitted_with"] == {"max_length": 32, "stride": 8, "max_question_length": 64, "max_answer_length": 30}
+    capsys.readouterr()
+
+    def score(*extra: str) -> tuple[float, str]:
+        predict_cmd.main(["--ckpt", str(model_copy), "--question", "Who won?", "--context", CONTEXT, "--json", *extra])
+        captured = capsys.readouterr()
+        return json.loads(captured.out)["score"], captured.err
+
+    calibrated, err = score(*windows)
+    assert "fitted under other settings" not in err
+    plain, err = score("--max-length", "48", "--stride", "16")
+    assert "calibrator was fitted under other settings (--max-length 32 (now 48), --stride 8 (now 16))" in err
+    metrics_argv = [*argv, "--no-progress", "--max-length", "48", "--stride", "16", "--report", "none"]
+    assert _evaluate(*metrics_argv) == 0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["calibrated"] is False
+    assert plain != calibrated
+
+
+def test_calibrating_again_compares_with_the_stored_calibrator_and_says_it_replaces_it(model_copy, tmp_path, capsys):
+    data = _questions(tmp_path / "dev.jsonl", 240)
+    argv = ["--ckpt", str(model_copy), "--validation-file", str(data), "--output-dir", str(tmp_path / "r")]
+    assert _evaluate(*argv, "--no-progress", "--calibrate") == 0
+    first = capsys.readouterr().err
+    assert "with the model's own scores" in first and "has no calibrator" not in first
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert report["calibrated"] is True  # the files describe the scores as they now are
+    assert _evaluate(*argv, "--no-progress", "--calibrate") == 0
+    second = capsys.readouterr().err
+    assert (
+        "with the stored calibrator's scores" in second and "replaced the stored calibrator (fitted on 240)" in second
+    )
