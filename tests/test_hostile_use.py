@@ -146,3 +146,59 @@ def test_calibrating_again_compares_with_the_stored_calibrator_and_says_it_repla
     assert (
         "with the stored calibrator's scores" in second and "replaced the stored calibrator (fitted on 240)" in second
     )
+
+
+# ---------------------------------------------------------------- selective answering (items 4, 10)
+
+
+def _ask(model: Path, capsys, context: str | None = None, contexts: list[str] | None = None, **fields) -> list:
+    from qa.commands import predict as predict_cmd
+
+    item = {"question": "Who won?", **({"contexts": contexts} if contexts else {"context": context}), **fields}
+    path = model.parent / "ask.jsonl"
+    path.write_text(json.dumps(item) + "\n")
+    capsys.readouterr()
+    predict_cmd.main(["--ckpt", str(model), "--input", str(path), "--max-length", "32", "--stride", "8"])
+    record = json.loads(capsys.readouterr().out)
+    record.pop("id")
+    return record["answers"] if "answers" in record else [record]
+
+
+# Denver and Broncos in several windows, with other filler around each: the same span family scored
+# differently per window.
+MULTI_WINDOW = (
+    "Denver broncos won. "
+    + "The people played music in the church. " * 3
+    + "The denver team and the broncos played. "
+    + "Water north south. " * 4
+    + "Denver broncos."
+)
+
+
+def test_the_first_answer_does_not_depend_on_top_k_under_min_confidence_and_lists_follow_their_scores(
+    arranged_model_dir, capsys
+):
+    for fields in ({"context": MULTI_WINDOW}, {"contexts": [MULTI_WINDOW, CONTEXT]}):
+        listed = _ask(arranged_model_dir, capsys, top_k=8, **fields)
+        spans = [answer["score"] for answer in listed if not answer.get("no_answer")]
+        assert spans == sorted(spans, reverse=True) and len(spans) > 2  # the order of the scores shown
+        for cut in sorted({round(score, 6) for score in spans}) + [0.0, 1.0]:
+            first = _ask(arranged_model_dir, capsys, top_k=1, min_confidence=cut, **fields)[0]
+            many = _ask(arranged_model_dir, capsys, top_k=5, min_confidence=cut, **fields)
+            assert first == many[0], (fields.keys(), cut)
+            assert all(answer["score"] >= cut or answer.get("withheld") for answer in many)
+
+
+def test_a_withheld_answer_is_told_apart_from_an_abstention_and_names_no_passage(arranged_model_dir, capsys):
+    single = _ask(arranged_model_dir, capsys, context=CONTEXT, min_confidence=1.0)[0]
+    assert single["withheld"] and single["no_answer"] and single["answer"] == "" and "passage" not in single
+    several = _ask(arranged_model_dir, capsys, contexts=[CONTEXT, "Paris is in France."], min_confidence=1.0)[0]
+    assert several["withheld"] and several["no_answer"] and several["passage"] is None
+    kept = _ask(arranged_model_dir, capsys, context=CONTEXT, min_confidence=0.0)[0]
+    assert not kept["no_answer"] and "withheld" not in kept
+
+
+def test_a_one_token_context_is_not_scored_certain_whatever_it_says(arranged_model_dir, capsys):
+    for context in ("Paris", "Denver"):
+        answer = _ask(arranged_model_dir, capsys, context=context)[0]
+        assert answer["answer"] == context and answer["score"] < 1.0

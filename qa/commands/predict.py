@@ -99,7 +99,16 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
             print(json_line(answers[0] if config.top_k == 1 else answers))
         else:
             for answer in answers:
-                print(answer["answer"] if not answer.get("no_answer") else "(no answer: the context does not say)")
+                print(_answer_text(answer, question.min_confidence))
                 print(f"{answer['score']:.4f}")
     sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     return results
+
+
+def _answer_text(answer: dict[str, Any], min_confidence: float | None) -> str:
+    """What the plain output prints for an answer: the text, or why there is none."""
+    if answer.get("withheld"):
+        return f"(no answer given: the best answer's score is below --min-confidence {min_confidence})"
+    if answer.get("no_answer"):
+        return "(no answer: the context does not say)"
+    return answer["answer"]

@@ -18,7 +18,7 @@ import torch
 from qa.config.settings import DEFAULT_BATCH_TOKENS, DecodeSettings, WindowSettings
 from qa.data.questions import Question
 from qa.errors import QAError
-from qa.eval.calibration import Calibrator, candidate_confidence, feature_settings
+from qa.eval.calibration import Calibrator, candidate_confidence, feature_settings, span_confidence
 from qa.eval.decoding import Prediction
 from qa.eval.evaluator import AnswerSettings, answer_examples
 from qa.eval.passages import merge_passages
@@ -59,10 +59,14 @@ class Reader:
             mine = predictions[begin : begin + len(item.passages)]
             begin += len(item.passages)
             if item.contexts is None:
-                found = answers_json(mine[0], item.top_k, self.has_null_threshold, calibrator, threshold)
+                found = answers_json(
+                    mine[0], item.top_k, self.has_null_threshold, calibrator, threshold, item.min_confidence
+                )
             else:
-                found = passage_answers_json(mine, item.top_k, self.has_null_threshold, calibrator, threshold)
-            results.append(with_min_confidence(found, item.min_confidence))
+                found = passage_answers_json(
+                    mine, item.top_k, self.has_null_threshold, calibrator, threshold, item.min_confidence
+                )
+            results.append(found)
         return results
 
 
@@ -127,9 +131,9 @@ def answers_json(
     ``start`` / ``end`` are character offsets (code points) into the context. ``score`` is the
     answer's confidence (`qa.eval.calibration`): with a calibrator, the probability that it is exactly
     right; for the "no answer" candidate of a model with a null threshold, the probability that no
-    answer is right. With ``with_null`` every object says whether it is that candidate. With
-    ``min_confidence``, answers scored below it are dropped; when none is left, one "no answer" comes
-    back with the best answer's score.
+    answer is right. Spans come in the order of their score (one context's spans share one
+    normalizer). With ``with_null`` every object says whether it is that candidate. With
+    ``min_confidence``: `select_answers`.
     """
     if not prediction.nbest:
         answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
@@ -141,12 +145,12 @@ def answers_json(
                 "start": candidate.start,
                 "end": candidate.end,
             }
-            for candidate in prediction.nbest[:top_k]
+            for candidate in prediction.nbest
         ]
     if with_null:
         for answer in answers:
             answer["no_answer"] = answer["answer"] == ""
-    return with_min_confidence(answers, min_confidence)
+    return select_answers(answers, top_k, min_confidence)
 
 
 def passage_answers_json(
@@ -155,15 +159,20 @@ def passage_answers_json(
     with_null: bool = False,
     calibrator: Calibrator | None = None,
     null_threshold: float | None = None,
+    min_confidence: float | None = None,
 ) -> list[dict[str, Any]]:
     """The best ``top_k`` answers across the passages of one question (`qa.eval.passages`), each with
     ``passage``, the index of its passage, and ``start`` / ``end`` into that passage."""
-    ranked, _, _ = merge_passages(predictions, null_threshold, top_k)
+    ranked, _, _ = merge_passages(predictions, null_threshold, None)
     answers = []
     for item in ranked:
+        if item.passage >= 0:
+            score = span_confidence(item.log_prob, calibrator)
+        else:
+            score = candidate_confidence(item.candidate, item.prediction, calibrator, null_threshold)
         answer = {
             "answer": item.candidate.text,
-            "score": round(candidate_confidence(item.candidate, item.prediction, calibrator, null_threshold), 6),
+            "score": round(score, 6),
             "start": item.candidate.start,
             "end": item.candidate.end,
             "passage": item.passage if item.passage >= 0 else None,
@@ -171,20 +180,26 @@ def passage_answers_json(
         if with_null:
             answer["no_answer"] = item.passage < 0
         answers.append(answer)
-    return answers or [{"answer": "", "score": 0.0, "start": 0, "end": 0, "passage": None}]
+    answers = answers or [{"answer": "", "score": 0.0, "start": 0, "end": 0, "passage": None}]
+    return select_answers(answers, top_k, min_confidence)
 
 
-def with_min_confidence(answers: list[dict[str, Any]], min_confidence: float | None) -> list[dict[str, Any]]:
-    """Selective answering: answers scored below ``min_confidence`` are dropped; when none is left, one
-    "no answer" comes back with the best answer's score. Every answer then says whether it is one."""
+def select_answers(answers: list[dict[str, Any]], top_k: int, min_confidence: float | None) -> list[dict[str, Any]]:
+    """The first ``top_k`` of the ranked ``answers``; with ``min_confidence`` (selective answering) spans
+    scored below it are dropped first, so the first answer is the same whatever ``top_k`` is. When no
+    answer is left, one withheld "no answer" comes back (``"withheld": true``) with the best answer's
+    score, told apart from a model's own abstention. Every answer then says whether it is "no answer"."""
     if min_confidence is None:
-        return answers
+        return answers[:top_k]
     for answer in answers:
         answer["no_answer"] = answer["answer"] == ""
     kept = [answer for answer in answers if answer["no_answer"] or answer["score"] >= min_confidence]
     if not kept:
-        kept = [{"answer": "", "score": answers[0]["score"], "start": 0, "end": 0, "no_answer": True}]
-    return kept
+        withheld = {"answer": "", "score": answers[0]["score"], "start": 0, "end": 0, "no_answer": True}
+        if "passage" in answers[0]:
+            withheld["passage"] = None
+        kept = [{**withheld, "withheld": True}]
+    return kept[:top_k]
 
 
 def shape_answers(answers: list[dict[str, Any]], question: Question) -> dict[str, Any] | list[dict[str, Any]]:

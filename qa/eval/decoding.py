@@ -108,7 +108,14 @@ def decode_spans(
         & (span_length <= max_answer_length)
     )
     pair_scores = np.where(valid, pair_scores, -np.inf).reshape(num_windows, k * k)
-    normalizers = span_log_normalizers(start_logits, end_logits, in_context, max_answer_length)
+    normalizers = context_log_normalizers(
+        span_log_normalizers(start_logits, end_logits, in_context, max_answer_length),
+        start_logits,
+        end_logits,
+        null_positions,
+        window_example,
+        len(contexts),
+    )
 
     # Best pair per window, then best window per example (first among equal scores).
     window_best = pair_scores.argmax(axis=1)
@@ -174,6 +181,30 @@ def span_log_normalizers(
         reachable[:, : length - offset] += end_exp[:, offset:]
     with np.errstate(divide="ignore"):
         return np.log((start_exp * reachable).sum(axis=1)) + start_max[:, 0] + end_max[:, 0]
+
+
+def context_log_normalizers(
+    window_normalizers: np.ndarray,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    null_positions: np.ndarray | None,
+    window_example: np.ndarray,
+    num_examples: int,
+) -> np.ndarray:
+    """Per window, the log-normalizer of its example: every valid span of every window of the context,
+    and each window's null span (CLS, "not in this window"). A span's score minus it is its
+    log-probability among everything the model could answer for this context, so that (a) one
+    context's answers are ranked by their raw score and by their probability alike, whatever window
+    each comes from, and (b) a context with a single possible span does not score it 1 whatever the
+    model says: the null spans take their share."""
+    normalizers = window_normalizers.astype(np.float64)
+    if null_positions is not None:
+        rows = np.arange(len(null_positions))
+        window_null = start_logits[rows, null_positions].astype(np.float64) + end_logits[rows, null_positions]
+        normalizers = np.logaddexp(normalizers, window_null)
+    per_example = np.full(num_examples, -np.inf)
+    np.logaddexp.at(per_example, window_example, normalizers)
+    return per_example[window_example]
 
 
 def _example_null_scores(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from qa.eval.decoding import Candidate, Prediction
 
 
@@ -21,16 +23,25 @@ class PassageCandidate:
     candidate: Candidate
     passage: int
     prediction: Prediction  # the passage's own prediction (its best span and null score)
+    # the span's log-probability among the spans (and null spans) of all passages: raw score order
+    log_prob: float | None = None
 
 
 def merge_passages(
-    predictions: list[Prediction], null_threshold: float | None, top_k: int
+    predictions: list[Prediction], null_threshold: float | None, top_k: int | None
 ) -> tuple[list[PassageCandidate], float | None, float | None]:
-    """The best ``top_k`` candidates over all passages (distinct spans, raw score order; with a threshold
-    the "no answer" candidate ranks among them at null - threshold), the global null score and the
-    best span score."""
+    """The best ``top_k`` (None: all) candidates over all passages (distinct spans, raw score order; with
+    a threshold the "no answer" candidate ranks among them at null - threshold), the global null score
+    and the best span score. A span's ``log_prob`` is renormalised over all passages (each passage's
+    normalizer is its spans' score minus log-probability), so its score follows the raw order."""
+    normalizers = [
+        next((c.score - c.log_prob for c in prediction.nbest if c.log_prob is not None), None)
+        for prediction in predictions
+    ]
+    known = [normalizer for normalizer in normalizers if normalizer is not None]
+    total = float(np.logaddexp.reduce(known)) if known else None
     spans = [
-        PassageCandidate(candidate, passage, prediction)
+        PassageCandidate(candidate, passage, prediction, candidate.score - total)
         for passage, prediction in enumerate(predictions)
         for candidate in prediction.nbest
         if candidate.log_prob is not None
@@ -45,4 +56,4 @@ def merge_passages(
         merged = Prediction(text="", start=0, end=0, score=best_span, null_score=null_score)
         null_item = PassageCandidate(empty, -1, merged)
         ranked = sorted([*spans, null_item], key=lambda item: -item.candidate.score)  # stable: spans first
-    return ranked[:top_k], null_score, best_span
+    return (ranked if top_k is None else ranked[:top_k]), null_score, best_span

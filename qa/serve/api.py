@@ -85,6 +85,11 @@ class ApiAnswer(BaseModel):
     no_answer: bool | None = Field(
         None, description="for a model with a null threshold (SQuAD v2), or when min_confidence was given"
     )
+    withheld: bool | None = Field(
+        None,
+        description="true when there is an answer but its score is below min_confidence (no_answer is true too): "
+        "told apart from the model's own abstention",
+    )
     id: str | None = Field(None, description="the question's id, when it had one")
 
 
