@@ -202,3 +202,87 @@ def test_a_one_token_context_is_not_scored_certain_whatever_it_says(arranged_mod
     for context in ("Paris", "Denver"):
         answer = _ask(arranged_model_dir, capsys, context=context)[0]
         assert answer["answer"] == context and answer["score"] < 1.0
+
+
+# ---------------------------------------------------------------- the server's cost bounds (item 5)
+
+
+def _serving_config(**overrides):
+    from qa.config.predict import PredictConfig
+
+    config = PredictConfig(serve=True)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+def test_a_request_is_bounded_by_its_passages_not_only_its_questions_and_bytes():
+    from qa.serve.api import BadRequest, parse_questions
+
+    config = _serving_config(max_queue=100, max_passages=64)
+    many = json.dumps({"question": "Who?", "contexts": ["a"] * 3000}).encode()  # 15 KB, inside the byte limit
+    with pytest.raises(BadRequest) as refused:
+        parse_questions(many, config)
+    assert refused.value.status == 413 and "3000 passages; at most 64 (--max-passages)" in refused.value.message
+    spread = json.dumps([{"question": "Who?", "contexts": ["a", "b", "c"]}] * 40).encode()  # 40 questions, 120
+    with pytest.raises(BadRequest) as refused:
+        parse_questions(spread, config)
+    assert refused.value.status == 413 and "120 passages in one request; at most 100 (--max-queue)" in (
+        refused.value.message
+    )
+    questions, _ = parse_questions(json.dumps([{"question": "Who?", "contexts": ["a", "b"]}] * 50).encode(), config)
+    assert len(questions) == 50
+
+
+class _CountingReader:
+    """Answers every question with its passage count; gives up ``give_up`` after the first call."""
+
+    def __init__(self, loop):
+        self.loop, self.calls, self.give_up = loop, [], None
+
+    def answer(self, questions):
+        self.calls.append(sum(len(q.passages) for q in questions))
+        if self.give_up is not None:
+            self.loop.call_soon_threadsafe(self.give_up.cancel)  # as the answer time-out does
+        return [[{"answer": "", "score": 0.0, "start": 0, "end": 0}] for _ in questions]
+
+
+def test_the_queue_counts_passages_and_work_of_a_request_given_up_stops_between_batches():
+    import asyncio
+
+    from qa.data.questions import Question
+    from qa.serve.api import BadRequest
+    from qa.serve.batcher import Batcher
+
+    async def queue_scenario():
+        batcher = Batcher(_CountingReader(asyncio.get_running_loop()), _serving_config(max_queue=20))
+        heavy = [Question("Who?", "", contexts=["a", "b", "c"]) for _ in range(6)]  # 18 passages
+        batcher.submit(heavy, "r0")  # not started: it waits
+        with pytest.raises(BadRequest) as busy:
+            batcher.submit(heavy, "r1")  # 18 + 18 > 20
+        assert busy.value.status == 503 and "busy: 18 passages waiting (limit 20)" in busy.value.message
+        batcher.submit([Question("Who?", "ctx")] * 2, "r2")  # 2 more passages fit
+
+    async def give_up_scenario():
+        reader = _CountingReader(asyncio.get_running_loop())
+        batcher = Batcher(reader, _serving_config(max_queue=100, max_batch_questions=4, batch_wait_ms=0))
+        batcher.start()
+        try:
+            questions = [Question("Who?", "", contexts=["a", "b"]) for _ in range(10)]  # 20 passages: 10 calls of 2
+            pending = batcher.submit(questions, "long")
+            reader.give_up = pending.future
+            with pytest.raises(asyncio.CancelledError):
+                await pending.future
+            deadline = asyncio.get_running_loop().time() + 10
+            while batcher.waiting and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            small = batcher.submit([Question("Who?", "ctx")], "next")
+            assert await small.future == [[{"answer": "", "score": 0.0, "start": 0, "end": 0}]]
+            return reader.calls, batcher.dropped
+        finally:
+            await batcher.stop()
+
+    asyncio.run(queue_scenario())
+    calls, dropped = asyncio.run(give_up_scenario())
+    assert calls[0] == 4 and calls[-1] == 1 and len(calls) == 2  # the given-up request stopped after one call
+    assert dropped == 16

@@ -59,10 +59,22 @@ class Serving:
     port: int = setting(8000, "port to listen on (0: any free port, printed at start)", mode=SERVING)
     max_body_bytes: int = setting(1_000_000, "largest request body; larger ones get 413", mode=SERVING)
     max_context_chars: int = setting(100_000, "longest context of one question; longer ones get 413", mode=SERVING)
-    max_queue: int = setting(
-        256, "questions waiting or in work before new requests get 503 (Retry-After)", mode=SERVING
+    max_passages: int = setting(
+        64,
+        "most passages in the contexts of one question; more get 413 (each is read as its own context)",
+        mode=SERVING,
     )
-    max_batch_questions: int = setting(64, "questions answered together in one batch at most", mode=SERVING)
+    max_queue: int = setting(
+        256,
+        "passages (a question's context, or each of its contexts) in one request, and waiting or in work, at "
+        "most: more in one request get 413, more waiting get 503 (Retry-After)",
+        mode=SERVING,
+    )
+    max_batch_questions: int = setting(
+        64,
+        "passages answered together in one batch at most; a request's work stops between batches once it has timed out",
+        mode=SERVING,
+    )
     batch_wait_ms: float = setting(5.0, "how long a batch waits for more requests once the first arrived", mode=SERVING)
     read_timeout_s: float = setting(
         10.0, "a client must send its request headers, and then its body, within this many seconds", mode=SERVING
@@ -85,7 +97,9 @@ class PredictConfig(Serving, Answering):
         )
         problems.positive(self, "batch_size", optional=True)
         problems.positive(self, "max_batch_tokens")
-        problems.positive(self, "max_body_bytes", "max_context_chars", "max_queue", "max_batch_questions")
+        problems.positive(
+            self, "max_body_bytes", "max_context_chars", "max_passages", "max_queue", "max_batch_questions"
+        )
         problems.finite(self, "batch_wait_ms", "read_timeout_s", "answer_timeout_s")
         problems.positive(self, "read_timeout_s", "answer_timeout_s")
         problems.need(

@@ -95,6 +95,7 @@ def question_from_json(
     default_top_k: int = 1,
     default_min_confidence: float | None = None,
     max_context_chars: int | None = None,
+    max_passages: int | None = None,
     known_fields_only: bool = False,
 ) -> Question:
     """A `Question` from one JSON object, or `QuestionProblem` naming the first field at fault."""
@@ -105,7 +106,7 @@ def question_from_json(
         if name not in item and near:
             raise QuestionProblem(name, f"is missing (found {near[0]!r}: field names are lower case)")
     question = check_text_field("question", item.get("question"))
-    context, contexts = _passages(item, max_context_chars)
+    context, contexts = _passages(item, max_context_chars, max_passages)
     given_id = item.get("id")
     if given_id is not None:
         if isinstance(given_id, bool) or not isinstance(given_id, str | int):
@@ -133,9 +134,12 @@ def question_from_json(
     return Question(question, context, given_id, top_k, min_confidence, contexts)
 
 
-def _passages(item: dict[str, Any], max_context_chars: int | None) -> tuple[str, list[str] | None]:
+def _passages(
+    item: dict[str, Any], max_context_chars: int | None, max_passages: int | None = None
+) -> tuple[str, list[str] | None]:
     """``context``, or ``contexts`` (a non-empty list of passages): exactly one of them; the limit on
-    characters applies to the passages together."""
+    characters applies to the passages together, and each passage is read on its own (one window at
+    least), so their number has a limit too."""
     if "contexts" not in item:
         context = check_text_field("context", item.get("context"))
         if max_context_chars is not None and len(context) > max_context_chars:
@@ -146,6 +150,10 @@ def _passages(item: dict[str, Any], max_context_chars: int | None) -> tuple[str,
     contexts = item["contexts"]
     if not isinstance(contexts, list) or not contexts:
         raise QuestionProblem("contexts", "must be a non-empty list of passages")
+    if max_passages is not None and len(contexts) > max_passages:
+        raise QuestionProblem(
+            "contexts", f"holds {len(contexts)} passages; at most {max_passages} (--max-passages)", status=413
+        )
     for index, passage in enumerate(contexts):
         if not isinstance(passage, str):
             raise QuestionProblem(f"contexts[{index}]", "must be a string")

@@ -48,7 +48,7 @@ def parse_questions(body: bytes, config: PredictConfig) -> tuple[list[Question],
     if is_list and not items:
         raise BadRequest(422, "empty list of questions")
     if len(items) > config.max_queue:
-        raise BadRequest(413, f"{len(items)} questions in one request; at most {config.max_queue}")
+        raise BadRequest(413, f"{len(items)} questions in one request; at most {config.max_queue} (--max-queue)")
     questions = []
     for index, item in enumerate(items):
         where = f"[{index}]" if is_list else ""
@@ -58,6 +58,7 @@ def parse_questions(body: bytes, config: PredictConfig) -> tuple[list[Question],
                     item,
                     max_top_k=config.decode.n_best,
                     max_context_chars=config.max_context_chars,
+                    max_passages=config.max_passages,
                     known_fields_only=True,
                 )
             )
@@ -66,7 +67,15 @@ def parse_questions(body: bytes, config: PredictConfig) -> tuple[list[Question],
                 raise BadRequest(problem.status, f"{where or 'body'}: {problem.problem}", where or None) from None
             prefix = f"{where}." if where else ""
             raise BadRequest(problem.status, problem.describe(prefix), prefix + problem.field) from None
+    passages = request_cost(questions)
+    if passages > config.max_queue:
+        raise BadRequest(413, f"{passages} passages in one request; at most {config.max_queue} (--max-queue)")
     return questions, is_list
+
+
+def request_cost(questions: list[Question]) -> int:
+    """What a request costs the inference thread, in passages: each is read as a context of its own."""
+    return sum(len(question.passages) for question in questions)
 
 
 # ---------------------------------------------------------------- the API and its schema

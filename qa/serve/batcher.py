@@ -1,6 +1,8 @@
 """Dynamic batching: requests that arrive within ``--batch-wait-ms`` of each other are answered
-together by one call of the evaluator, in one inference thread off the event loop. A batch that
-fails is answered again request by request, so only the request at fault gets the error."""
+together, in one inference thread off the event loop, in calls of at most ``--max-batch-questions``
+passages. Between calls the work of a request that was given up (its client left, or it timed out)
+is dropped, so a long request stops when its time is up. A call that fails is answered again request
+by request, so only the request at fault gets the error. Costs are counted in passages."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from qa.config.predict import PredictConfig
 from qa.data.questions import Question
-from qa.serve.api import BadRequest
+from qa.serve.api import BadRequest, request_cost
 
 
 class ClientGone(Exception):
@@ -96,11 +98,12 @@ class Batcher:
 
     def submit(self, questions: list[Question], request_id: str) -> Pending:
         """Queue a request's questions; its future gets their answers, or the error of answering them."""
-        if self.waiting + len(questions) > self.config.max_queue:
-            raise BadRequest(503, f"busy: {self.waiting} questions waiting (limit {self.config.max_queue}); retry")
-        self.waiting += len(questions)
+        cost = request_cost(questions)
+        if self.waiting + cost > self.config.max_queue:
+            raise BadRequest(503, f"busy: {self.waiting} passages waiting (limit {self.config.max_queue}); retry")
+        self.waiting += cost
         pending = Pending(questions, asyncio.get_running_loop().create_future(), request_id)
-        pending.future.add_done_callback(lambda _: self._settled(len(questions)))
+        pending.future.add_done_callback(lambda _: self._settled(cost))
         self.queue.put_nowait(pending)
         return pending
 
@@ -112,7 +115,7 @@ class Batcher:
             batch = await self._collect()
             # A request whose future is already done was given up (client gone, answer time-out).
             live = [pending for pending in batch if not pending.future.done()]
-            self.dropped += sum(len(pending.questions) for pending in batch if pending.future.done())
+            self.dropped += sum(request_cost(pending.questions) for pending in batch if pending.future.done())
             if live:
                 await self._answer(live)
 
@@ -121,7 +124,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         batch = [await self.queue.get()]
         deadline = loop.time() + self.config.batch_wait_ms / 1000
-        questions = len(batch[0].questions)
+        questions = request_cost(batch[0].questions)
         while questions < self.config.max_batch_questions:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -135,32 +138,63 @@ class Batcher:
                     batch.append(await getter)  # one that completed just before the cancel still counts
                 break
             batch.append(getter.result())
-            questions += len(batch[-1].questions)
+            questions += request_cost(batch[-1].questions)
         return batch
 
     async def _answer(self, batch: list[Pending]) -> None:
+        """Answer the batch's questions in calls of at most --max-batch-questions passages, dropping
+        between calls the questions of requests that were given up meanwhile."""
+        found: dict[int, list[Any]] = {id(pending): [] for pending in batch}
+        for chunk in _chunks(batch, self.config.max_batch_questions):
+            live = [(pending, questions) for pending, questions in chunk if not pending.future.done()]
+            self.dropped += sum(request_cost(questions) for pending, questions in chunk if pending.future.done())
+            if live:
+                await self._answer_chunk(live, found)
+        for pending in batch:
+            if len(found[id(pending)]) == len(pending.questions):
+                _settle(pending, found[id(pending)])
+
+    async def _answer_chunk(self, chunk: list[tuple[Pending, list[Question]]], found: dict[int, list[Any]]) -> None:
         loop = asyncio.get_running_loop()
-        everything = [question for pending in batch for question in pending.questions]
+        everything = [question for _, questions in chunk for question in questions]
         try:
             answers = await loop.run_in_executor(self.executor, self.reader.answer, everything)
         except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0], error=error)
+            if len(chunk) == 1:
+                _settle(chunk[0][0], error=error)
                 return
             # One request must not fail the others: answer each on its own, so only the one at fault fails.
-            for pending in batch:
+            for pending, questions in chunk:
                 if pending.future.done():
                     continue
                 try:
-                    _settle(pending, await loop.run_in_executor(self.executor, self.reader.answer, pending.questions))
+                    found[id(pending)] += await loop.run_in_executor(self.executor, self.reader.answer, questions)
                 except Exception as single_error:
                     _settle(pending, error=single_error)
             return
         begin = 0
-        for pending in batch:
-            end = begin + len(pending.questions)
-            _settle(pending, answers[begin:end])
-            begin = end
+        for pending, questions in chunk:
+            found[id(pending)] += answers[begin : begin + len(questions)]
+            begin += len(questions)
+
+
+def _chunks(batch: list[Pending], max_passages: int) -> list[list[tuple[Pending, list[Question]]]]:
+    """The batch's questions, in order, in chunks of at most ``max_passages`` passages (a question with
+    more passages than that is a chunk of its own), each question with its request."""
+    chunks: list[list[tuple[Pending, list[Question]]]] = [[]]
+    size = 0
+    for pending in batch:
+        for question in pending.questions:
+            cost = len(question.passages)
+            if size and size + cost > max_passages:
+                chunks.append([])
+                size = 0
+            if chunks[-1] and chunks[-1][-1][0] is pending:
+                chunks[-1][-1][1].append(question)
+            else:
+                chunks[-1].append((pending, [question]))
+            size += cost
+    return [chunk for chunk in chunks if chunk]
 
 
 def _settle(pending: Pending, answers: Any = None, error: Exception | None = None) -> None:
