@@ -286,3 +286,112 @@ def test_the_queue_counts_passages_and_work_of_a_request_given_up_stops_between_
     calls, dropped = asyncio.run(give_up_scenario())
     assert calls[0] == 4 and calls[-1] == 1 and len(calls) == 2  # the given-up request stopped after one call
     assert dropped == 16
+
+
+# ---------------------------------------------------------------- --distractors (items 6, 7, 13)
+
+BRONCOS = "In 2016 the Denver Broncos won the super bowl."
+PARAGRAPHS = [BRONCOS, "The people played music in the church.", "Paris is a city of music.", "The king won in 1900."]
+
+
+def _articles_file(path: Path, titled: bool = True, unanswerable_last: bool = False) -> Path:
+    """Two articles of two paragraphs each, one question per paragraph (titles optional)."""
+    articles = []
+    for number, pair in enumerate((PARAGRAPHS[:2], PARAGRAPHS[2:])):
+        paragraphs = []
+        for index, context in enumerate(pair):
+            word = "Denver Broncos" if "Denver" in context else context.split()[1]
+            qa = {"id": f"q{number}{index}", "question": "Who won?"}
+            if unanswerable_last and number == 1 and index == 1:
+                qa.update(answers=[], is_impossible=True)
+            else:
+                qa["answers"] = [{"text": word, "answer_start": context.index(word)}]
+            paragraphs.append({"context": context, "qas": [qa]})
+        articles.append({**({"title": f"article {number}"} if titled else {}), "paragraphs": paragraphs})
+    path.write_text(json.dumps({"version": "v2.0" if unanswerable_last else "1.1", "data": articles}))
+    return path
+
+
+def test_distractors_without_titles_are_refused_by_evaluation_and_training(arranged_model_dir, tmp_path, capsys):
+    from helpers import tiny_train_argv
+
+    from qa.commands import train as train_cmd
+
+    untitled = _articles_file(tmp_path / "untitled.json", titled=False)
+    argv = ["--ckpt", str(arranged_model_dir), "--validation-file", str(untitled), "--distractors", "1"]
+    assert _evaluate(*argv, "--output-dir", str(tmp_path / "e")) == 2
+    assert "4 of 4 examples have no title" in capsys.readouterr().err
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as refused:
+        train_cmd.main(
+            tiny_train_argv(arranged_model_dir, out, tmp_path / "cache", "--distractors", "1", "--no-eval")
+            + ["--train-file", str(untitled), "--max-steps", "1"]
+        )
+    assert refused.value.code == 2 and "have no title" in capsys.readouterr().err
+
+
+def test_distractor_evaluation_replaces_the_whole_result_set_and_scores_passages_of_answerable_questions(
+    arranged_model_dir, tmp_path, capsys
+):
+    data = _articles_file(tmp_path / "dev.json", unanswerable_last=True)
+    out = tmp_path / "results"
+    common = ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--output-dir", str(out)]
+    assert _evaluate(*common, "--save-nbest", "--no-progress") == 0
+    assert {"report.json", "report.html", "nbest_predictions.json", "na_prob.json"} <= {p.name for p in out.iterdir()}
+    assert _evaluate(*common, "--distractors", "1") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "predictions.json"]
+    err = capsys.readouterr().err
+    assert "writes predictions.json and metrics.json only" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["passage_accuracy_of"] == 3  # the unanswerable question has no right passage to find
+    assert _evaluate(*common, "--distractors", "1", "--save-nbest") == 2
+    assert "--save-nbest lists single passages' spans: not with --distractors" in capsys.readouterr().err
+
+
+def test_distractor_training_bounds_a_step_by_batch_size_notes_lone_questions_and_keeps_its_count_on_resume(
+    arranged_model_dir, tmp_path, capsys
+):
+    import numpy as np
+    from helpers import tiny_train_argv, train_log
+
+    from qa.commands import train as train_cmd
+    from qa.data.distractors import bounded_group_windows
+
+    groups = np.array([0, 0, 0, 0, 0, 1, 1])
+    window_row = np.array([0, 0, 1, 1, 2, 3, 4])
+    passage_number = np.array([0, 1, 2, 0, 1])  # rows 0-2: question 0 (own, two distractors), rows 3-4: question 1
+    kept = bounded_group_windows(groups, window_row, passage_number, batch_size=4)
+    assert kept.tolist() == [0, 1, 2, 3, 5, 6]  # question 0: own 2 + first distractor 2; the second does not fit
+
+    data = _articles_file(tmp_path / "train.json")
+    lone = json.loads(data.read_text())
+    lone["data"].append(
+        {
+            "title": "alone",
+            "paragraphs": [
+                {
+                    "context": BRONCOS,
+                    "qas": [
+                        {
+                            "id": "l",
+                            "question": "Who?",
+                            "answers": [{"text": "Denver Broncos", "answer_start": BRONCOS.index("Denver")}],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    data.write_text(json.dumps(lone))
+    out = tmp_path / "out"
+    argv = tiny_train_argv(arranged_model_dir, out, tmp_path / "cache", "--no-eval", "--train-file", str(data))
+    argv += ["--distractors", "3", "--batch-size", "1", "--max-steps", "2", "--save-steps", "1"]
+    train_cmd.main(argv + ["--max-length", "32", "--stride", "8"])
+    err = capsys.readouterr().err
+    assert "1 of 5 questions have no other paragraph in their article" in err
+    assert "distractor paragraphs left out so that each question's windows fit one batch of --batch-size 1" in err
+    assert train_log(out)
+    with pytest.raises(SystemExit) as refused:
+        train_cmd.main([*argv, "--max-length", "32", "--stride", "8", "--resume", "latest", "--distractors", "1"])
+    assert refused.value.code == 2
+    assert "--distractors 1 (the run began with 3)" in capsys.readouterr().err

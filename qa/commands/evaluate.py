@@ -9,7 +9,7 @@ from typing import Any
 from qa.config.cli import command_parser, parse_config
 from qa.config.evaluate import EvaluateConfig
 from qa.errors import QAError, exit_on_qa_error
-from qa.files import METRICS_FILE, PREDICTIONS_FILE, read_json_object, write_json
+from qa.files import PREDICTIONS_FILE, read_json_object
 
 
 def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
     reader.settings.version_2 = config.version_2_with_negative
     if config.distractors is not None:
-        metrics = _evaluate_with_distractors(config, reader, examples, output_dir)
+        from qa.eval.distractors import evaluate_with_distractors
+
+        metrics = evaluate_with_distractors(reader, examples, config.distractors, output_dir)
         shutdown(reader.runtime)
         return metrics
     if config.calibrate:
@@ -116,35 +118,3 @@ def _say_if_the_stored_threshold_declines_most(output_dir: Path, threshold: floa
             "(a larger value answers more)",
             file=sys.stderr,
         )
-
-
-def _evaluate_with_distractors(config: EvaluateConfig, reader: Any, examples: Any, output_dir: Path) -> dict[str, Any]:
-    """--distractors K: every question read with K other paragraphs of its article."""
-    from qa.eval.distractors import distractor_sets, passage_accuracy
-    from qa.eval.metrics import squad_scores, v2_raw_scores
-
-    sets = distractor_sets(examples, config.distractors)
-    answers = reader.answer([item.question for item in sets])
-    predictions = {item.question.id: found[0]["answer"] for item, found in zip(sets, answers)}
-    golds = {str(i): list(gold["text"]) for i, gold in zip(examples["id"], examples["answers"])}
-    if all(golds.values()):
-        scores = squad_scores(predictions, golds)
-    else:  # unanswerable questions: the v2.0 rules (an empty answer is right exactly for them)
-        exact, f1 = v2_raw_scores(predictions, golds)
-        scores = {"exact_match": 100.0 * sum(exact.values()) / len(exact), "f1": 100.0 * sum(f1.values()) / len(f1)}
-    metrics = {
-        **scores,
-        "passage_accuracy": passage_accuracy(sets, answers),
-        "distractors": config.distractors,
-        "passages_per_question": sum(len(item.question.passages) for item in sets) / max(len(sets), 1),
-        "num_examples": len(sets),
-    }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(output_dir / PREDICTIONS_FILE, predictions)
-    write_json(output_dir / METRICS_FILE, metrics)
-    print(
-        f"exact_match = {metrics['exact_match']:.2f}  f1 = {metrics['f1']:.2f}  right passage "
-        f"{metrics['passage_accuracy']:.1f}%  ({len(sets)} questions, each with up to {config.distractors} other "
-        f"paragraphs; results in {output_dir})"
-    )
-    return metrics

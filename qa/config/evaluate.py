@@ -64,6 +64,10 @@ class EvaluateConfig:
             self.distractors is None or not self.calibrate,
             "--calibrate fits on single passages: not with --distractors",
         )
+        problems.need(
+            self.distractors is None or not self.save_nbest,
+            "--save-nbest lists single passages' spans: not with --distractors",
+        )
         return problems
 
     def file_problems(self) -> list[str]:

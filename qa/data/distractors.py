@@ -8,7 +8,26 @@ from typing import Any
 
 import numpy as np
 
+from qa.errors import QAError
+
 NO_ANSWER = {"text": [], "answer_start": []}
+
+
+def check_titles(titles: list[str], flag: str) -> None:
+    """Distractors come from the question's own article, found by its title: refuse examples without
+    one (they would all fall into one article named '', mixing articles)."""
+    untitled = sum(not title for title in titles)
+    if untitled:
+        raise QAError(
+            f"{flag} takes other paragraphs of each question's article, found by its title: {untitled} of "
+            f"{len(titles)} examples have no title (give each article a 'title')"
+        )
+
+
+def lone_questions(titles: list[str], contexts: list[str]) -> int:
+    """How many questions have no other paragraph in their article (they are read alone)."""
+    paragraphs = article_paragraphs(titles, contexts)
+    return sum(len(paragraphs[title]) == 1 for title in titles)
 
 
 def article_paragraphs(titles: list[str], contexts: list[str]) -> dict[str, list[str]]:
@@ -35,7 +54,9 @@ def with_distractor_rows(columns: dict[str, list[Any]], k: int, seed: int) -> tu
     paragraphs of its article (no answer there); and the question each row belongs to, the group that
     a shared normalisation scores together."""
     paragraphs = article_paragraphs(columns["title"], columns["context"])
-    rows: dict[str, list[Any]] = {name: [] for name in ("id", "title", "question", "context", "answers")}
+    rows: dict[str, list[Any]] = {
+        name: [] for name in ("id", "title", "question", "context", "answers", "passage_number")
+    }
     groups: list[int] = []
     for index, (example_id, title, question, context, answers) in enumerate(
         zip(columns["id"], columns["title"], columns["question"], columns["context"], columns["answers"])
@@ -49,5 +70,30 @@ def with_distractor_rows(columns: dict[str, list[Any]], k: int, seed: int) -> tu
             rows["question"].append(question)
             rows["context"].append(passage)
             rows["answers"].append(gold)
+            rows["passage_number"].append(number)  # 0: the question's own paragraph
             groups.append(index)
     return rows, np.array(groups, dtype=np.int64)
+
+
+def bounded_group_windows(
+    groups: np.ndarray, window_row: np.ndarray, passage_number: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """The windows to keep so that no question holds more than ``batch_size`` windows (a question's
+    windows are one batch, so this bounds what a step holds): all windows of its own paragraph, then
+    its distractor paragraphs whole, in order, while they fit. Returns the kept windows' indices."""
+    keep = np.zeros(len(groups), dtype=bool)
+    order = np.lexsort((np.arange(len(groups)), groups))
+    starts = np.flatnonzero(np.r_[True, groups[order][1:] != groups[order][:-1]])
+    for begin, end in zip(starts, [*starts[1:], len(order)]):
+        members = order[begin:end]
+        own = members[passage_number[window_row[members]] == 0]
+        keep[own] = True
+        room = batch_size - len(own)
+        rows = passage_number[window_row[members]]
+        for number in sorted(set(rows[rows > 0].tolist())):
+            paragraph = members[rows == number]
+            if len(paragraph) > room:
+                break
+            keep[paragraph] = True
+            room -= len(paragraph)
+    return np.flatnonzero(keep)

@@ -64,6 +64,22 @@ class TrainWindows(_RaggedWindows):
     def with_groups(self, example_groups: np.ndarray) -> TrainWindows:
         return replace(self, groups=np.asarray(example_groups)[self.window_example])
 
+    def subset(self, kept: np.ndarray) -> TrainWindows:
+        """Only the windows ``kept`` (indices, in order)."""
+        kept = np.asarray(kept, dtype=np.int64)
+        tokens = np.concatenate([np.arange(self.starts[w], self.starts[w] + self.lengths[w]) for w in kept])
+        tokens = tokens.astype(np.int64) if len(kept) else np.zeros(0, dtype=np.int64)
+        return replace(
+            self,
+            input_ids=self.input_ids[tokens],
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids[tokens],
+            lengths=self.lengths[kept],
+            start_positions=self.start_positions[kept],
+            end_positions=self.end_positions[kept],
+            window_example=self.window_example[kept],
+            groups=None if self.groups is None else self.groups[kept],
+        )
+
 
 @dataclass
 class EvalWindows(_RaggedWindows):

@@ -8,6 +8,7 @@ final model.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,11 @@ import torch
 
 from qa.config.settings import raise_problems
 from qa.config.train import TrainConfig
-from qa.data.distractors import with_distractor_rows
+from qa.data.distractors import bounded_group_windows, check_titles, lone_questions, with_distractor_rows
 from qa.data.loading import load_examples, load_training_examples
 from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
 from qa.errors import QAError
-from qa.files import CALIBRATION_KEY
+from qa.files import CALIBRATION_KEY, read_training_args
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
 from qa.model.runtime import Runtime, main_process_first, setup_runtime, shutdown
 from qa.model.student import check_student_layers, shrink_to_layers
@@ -57,6 +58,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str, Any]:
     resume_from = resolve_resume(config.resume, output_dir)
+    if resume_from is not None:
+        _check_same_data_shape(config, resume_from)
     source = str(resume_from) if resume_from else config.model
     try:
         model_config = check_model_fits(source, config.window)
@@ -159,8 +162,15 @@ def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[
     if config.distractors:
         if runtime.distributed:
             raise QAError("--distractors trains on one process: its batches are whole questions, not equal shares")
-        if "title" not in examples.column_names:
-            raise QAError("--distractors needs the article title of each training example (to find other paragraphs)")
+        titles = list(examples["title"]) if "title" in examples.column_names else [""] * len(examples)
+        check_titles(titles, "--distractors")
+        alone = lone_questions(titles, list(examples["context"]))
+        if alone and runtime.is_main:
+            print(
+                f"note: --distractors: {alone} of {len(titles)} questions have no other paragraph in their article "
+                "and are trained alone",
+                file=sys.stderr,
+            )
         rows, groups = with_distractor_rows(examples.to_dict(), config.distractors, config.seed)
     with main_process_first(runtime):
         windows = build_train_windows(
@@ -170,7 +180,29 @@ def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[
         if not np.all(windows.input_ids[windows.starts] == tokenizer.cls_token_id):
             raise QAError("--distractors needs a tokenizer that puts its CLS token first (BERT, RoBERTa and their kin)")
         windows = windows.with_groups(groups)
+        passage_number = np.asarray(rows["passage_number"])
+        kept = bounded_group_windows(windows.groups, windows.window_example, passage_number, config.batch_size)
+        if len(kept) < len(windows):
+            dropped = len(np.unique(windows.window_example)) - len(np.unique(windows.window_example[kept]))
+            if runtime.is_main:
+                print(
+                    f"note: --distractors: {dropped} distractor paragraphs left out so that each question's windows "
+                    f"fit one batch of --batch-size {config.batch_size}",
+                    file=sys.stderr,
+                )
+            windows = windows.subset(kept)
     return examples, windows
+
+
+def _check_same_data_shape(config: TrainConfig, checkpoint: Path) -> None:
+    """A resumed run must build the same batches as the run it continues: --distractors changes which
+    rows exist and how batches are made (checkpoints of older versions do not record it)."""
+    began = read_training_args(checkpoint)
+    if "distractors" in began and began["distractors"] != config.distractors:
+        raise QAError(
+            f"--distractors {config.distractors} (the run began with {began['distractors']}): a resumed run keeps "
+            "the settings that make its batches; give the value it began with, or start a new run"
+        )
 
 
 def _restore(run: Run, checkpoint: Path) -> None:
