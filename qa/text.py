@@ -33,6 +33,9 @@ BOM = "\ufeff"
 # Python decodes a command-line byte that is not UTF-8 as one of these (PEP 383, surrogateescape).
 _ESCAPED_BYTES = range(0xDC80, 0xDD00)
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp"}
+# Combining marks draw on a base character: a text of marks alone has nothing to answer with (tokenizers
+# that strip accents read it as empty).
+_MARK_CATEGORIES = {"Mn", "Me"}
 
 
 def text_problem(value: Any, *, from_command_line: bool = False) -> str | None:
@@ -58,10 +61,10 @@ def label_problem(value: str) -> str | None:
 
 
 def has_visible_character(value: str) -> bool:
-    """Whether ``value`` holds something other than white space, control and zero-width characters."""
-    return any(
-        not character.isspace() and unicodedata.category(character) not in _INVISIBLE_CATEGORIES for character in value
-    )
+    """Whether ``value`` holds something other than white space, control and zero-width characters and
+    combining marks (a base character that marks could sit on)."""
+    hidden = _INVISIBLE_CATEGORIES | _MARK_CATEGORIES
+    return any(not character.isspace() and unicodedata.category(character) not in hidden for character in value)
 
 
 def decode_utf8(data: bytes, where: str) -> str:

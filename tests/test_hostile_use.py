@@ -395,3 +395,62 @@ def test_distractor_training_bounds_a_step_by_batch_size_notes_lone_questions_an
         train_cmd.main([*argv, "--max-length", "32", "--stride", "8", "--resume", "latest", "--distractors", "1"])
     assert refused.value.code == 2
     assert "--distractors 1 (the run began with 3)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the report's slices (item 8)
+
+
+def test_context_length_slices_are_measured_against_what_the_windows_hold_not_the_data(bert_tokenizer):
+    from qa.config.settings import WindowSettings
+    from qa.data.windows import build_eval_windows, window_layout
+    from qa.eval.report import context_length
+
+    def layout(contexts: list[str]):
+        columns = {"id": [str(i) for i in range(len(contexts))], "question": ["who won?"] * len(contexts)}
+        columns["context"] = contexts
+        return window_layout(build_eval_windows(columns, bert_tokenizer, WindowSettings(128, 32)), 128)
+
+    short = layout(["the king won the war ."] * 3)  # every context far shorter than a window
+    long = layout(["the king won the war . " * 60])
+    room = 128 - 3 - len(bert_tokenizer("who won?", add_special_tokens=False)["input_ids"])
+    assert short.capacity.tolist() == [room] * 3 and long.capacity.tolist() == [room]
+    labels = {context_length(int(t), int(c)) for t, c in zip(short.context_tokens, short.capacity)}
+    assert labels == {"up to half a window"}  # before: "one window (<= 6 tokens)", the data's own longest
+    assert context_length(int(long.context_tokens[0]), int(long.capacity[0])) == "more than two windows"
+
+
+# ---------------------------------------------------------------- small things users tripped over (items 12, 14)
+
+
+def test_near_miss_contexts_marks_only_text_and_a_schema_without_null_passages():
+    from qa.data.questions import QuestionProblem, QuestionRequest, question_from_json
+
+    with pytest.raises(QuestionProblem) as problem:
+        question_from_json({"question": "Who?", "Contexts": ["a"]}, max_top_k=5)
+    assert problem.value.describe("") == "field 'contexts' is missing (found 'Contexts': field names are lower case)"
+    for marks in ("\u0301\u0308", "\u20dd"):  # combining accents; an enclosing circle
+        with pytest.raises(QuestionProblem) as problem:
+            question_from_json({"question": "Who?", "context": marks}, max_top_k=5)
+        assert "no visible character" in problem.value.problem
+    schema = QuestionRequest.model_json_schema()
+    assert schema["properties"]["contexts"]["type"] == "array" and "anyOf" not in schema["properties"]["contexts"]
+    assert schema["properties"]["context"]["type"] == "string" and "default" not in schema["properties"]["context"]
+    assert schema["oneOf"] == [{"required": ["context"]}, {"required": ["contexts"]}]
+
+
+def test_help_names_what_input_lines_hold_and_what_precision_does_on_a_cpu(capsys):
+    from qa.commands import predict as predict_cmd
+
+    with pytest.raises(SystemExit):
+        predict_cmd.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert '"contexts" (a list of passages)' in text and '"min_confidence"?' in text
+    assert "inference (evaluate.py, predict.py) auto = bf16 weights where the CPU computes bf16 natively" in text
+    assert "CPU: auto = fp32; bf16 runs CPU autocast" not in text
+
+
+def test_fp16_on_a_cpu_says_it_is_slow(capsys):
+    from qa.model.runtime import setup_runtime
+
+    setup_runtime("fp16", device="cpu", for_inference=True)
+    assert "fp16 autocast runs several times slower than fp32" in capsys.readouterr().err

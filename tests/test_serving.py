@@ -141,6 +141,13 @@ def test_the_page_highlights_the_answer_in_a_real_browser_also_after_emoji(serve
         mark = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer"))[0]
         assert mark.text == "Denver Broncos" and browser.find_element(By.ID, "context-view").text == emoji_context
         assert "passage 2 of 2" in browser.find_element(By.ID, "status").text
+        # A doubled separator and a trailing one send no empty passage; a longer line of dashes separates too.
+        browser.get(server + "/")
+        browser.find_element(By.ID, "question").send_keys("Who won?")
+        set_value(browser, "context", "Paris is a city.\n---\n---\n" + CONTEXT + "\n-----\nA king.\n---\n")
+        browser.find_element(By.ID, "ask").click()
+        mark = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "answer"))[0]
+        assert mark.text == "Denver Broncos" and "passage 2 of 3" in browser.find_element(By.ID, "status").text
     finally:
         browser.quit()
 

@@ -31,7 +31,11 @@ class Answering:
     context: str | None = setting(None, "the context text", mode=ONE_SHOT)
     context_file: str | None = setting(None, "read the context from this file ('-' for standard input)", mode=ONE_SHOT)
     input_file: str | None = setting(
-        None, 'JSON lines file of {"question", "context", "id"?, "top_k"?} objects', mode=ONE_SHOT, flag="input"
+        None,
+        'JSON lines file, one question per line: {"question", "context" or "contexts" (a list of passages), '
+        '"id"?, "top_k"?, "min_confidence"?}',
+        mode=ONE_SHOT,
+        flag="input",
     )
     ckpt: str = checkpoint_setting("model and decoding")
     top_k: int = setting(1, "how many answers to return (at most --n-best)", mode=ONE_SHOT)

@@ -17,8 +17,9 @@ from qa.files import DEFAULT_OUTPUT_DIR
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_HELP = (
-    "autocast dtype. CUDA: auto = bf16 where supported, else fp16 with a GradScaler. "
-    "CPU: auto = fp32; bf16 runs CPU autocast"
+    "number format. CUDA: auto = bf16 autocast where supported, else fp16 with a GradScaler. CPU: training "
+    "auto = fp32 (bf16 / fp16: CPU autocast); inference (evaluate.py, predict.py) auto = bf16 weights where the "
+    "CPU computes bf16 natively (AVX512-BF16 or AMX), else fp32; fp16 on a CPU is slow"
 )
 BATCH_DEFAULT = "(default: 8 on CPU, 64 on GPU)"
 # A question/context pair takes 3 special tokens (BERT: [CLS] q [SEP] c [SEP]) or 4 (RoBERTa:

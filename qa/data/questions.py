@@ -22,12 +22,14 @@ from qa.text import label_problem, text_problem
 class QuestionRequest(BaseModel):
     """One question: the JSON object of a --input line and of a POST /answer body."""
 
-    model_config = ConfigDict(extra="forbid", title="Question")
+    # Exactly one of context and contexts, and neither may be null (the parser refuses both): the
+    # schema says so with oneOf, and by typing them without None (their Python default stays None).
+    model_config = ConfigDict(extra="forbid", title="Question", json_schema_extra=lambda schema: _one_of(schema))
     question: str = Field(min_length=1, description="the question; must hold a visible character")
-    context: str | None = Field(
+    context: str = Field(  # type: ignore[assignment]
         None, min_length=1, description="the passage to answer from; must hold a visible character"
     )
-    contexts: list[str] | None = Field(
+    contexts: list[str] = Field(  # type: ignore[assignment]
         None,
         min_length=1,
         description="instead of context: several passages; the answers come from any of them, each with its passage",
@@ -37,6 +39,12 @@ class QuestionRequest(BaseModel):
     min_confidence: float | None = Field(
         None, ge=0, le=1, description="answers scored below this come back as no answer, with their score"
     )
+
+
+def _one_of(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [{"required": ["context"]}, {"required": ["contexts"]}]
+    for name in ("context", "contexts"):
+        schema["properties"][name].pop("default", None)  # absent, never null
 
 
 QUESTION_FIELDS = tuple(QuestionRequest.model_fields)
@@ -101,10 +109,13 @@ def question_from_json(
     """A `Question` from one JSON object, or `QuestionProblem` naming the first field at fault."""
     if not isinstance(item, dict):
         raise QuestionProblem(None, "expected an object with 'question' and 'context'")
-    for name in ("question", "context"):
-        near = [key for key in item if isinstance(key, str) and key != name and key.strip().lower() == name]
-        if name not in item and near:
-            raise QuestionProblem(name, f"is missing (found {near[0]!r}: field names are lower case)")
+    for name, also in (("question", ("question",)), ("context", ("context", "contexts"))):
+        if any(field in item for field in also):
+            continue
+        near = [key for key in item if isinstance(key, str) and key not in also and key.strip().lower() in also]
+        if near:
+            wanted = near[0].strip().lower()
+            raise QuestionProblem(wanted, f"is missing (found {near[0]!r}: field names are lower case)")
     question = check_text_field("question", item.get("question"))
     context, contexts = _passages(item, max_context_chars, max_passages)
     given_id = item.get("id")

@@ -101,10 +101,12 @@ class WindowLayout:
 
     context_tokens: np.ndarray  # [examples] distinct context tokens of each context
     window_spans: list[list[tuple[int, int]]]  # per example: the character range each of its windows covers
-    capacity: int  # the most context tokens a window of this split holds
+    # [examples] the context tokens one window holds for this question: --max-length less its question
+    # and special tokens (a property of the settings and the question, not of how long the data's contexts are)
+    capacity: np.ndarray
 
 
-def window_layout(windows: EvalWindows) -> WindowLayout:
+def window_layout(windows: EvalWindows, max_length: int) -> WindowLayout:
     in_context = windows.offsets[:, 0] != NOT_CONTEXT
     window_of_token = np.repeat(np.arange(len(windows)), windows.lengths)
     example_of_token = windows.window_example[window_of_token]
@@ -118,7 +120,11 @@ def window_layout(windows: EvalWindows) -> WindowLayout:
         offsets = windows.offsets[begin:end][in_context[begin:end]]
         if len(offsets):
             spans[windows.window_example[window]].append((int(offsets[:, 0].min()), int(offsets[:, 1].max())))
-    return WindowLayout(context_tokens, spans, int(per_window.max()) if len(per_window) else 0)
+    first_window = np.full(num_examples, max(len(windows) - 1, 0), dtype=np.int64)
+    np.minimum.at(first_window, windows.window_example, np.arange(len(windows)))
+    room = max_length - (windows.lengths - per_window)  # window length less its question and special tokens
+    capacity = room[first_window] if len(windows) else np.zeros(num_examples, dtype=np.int64)
+    return WindowLayout(context_tokens, spans, capacity.astype(np.int64))
 
 
 def window_starts(lengths: np.ndarray) -> np.ndarray:

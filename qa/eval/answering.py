@@ -136,7 +136,8 @@ def answers_json(
     ``min_confidence``: `select_answers`.
     """
     if not prediction.nbest:
-        answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
+        # No span to answer with (a context the tokenizer reads as empty): said, never a silent "".
+        answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0, "no_answer": True}]
     else:
         answers = [
             {

@@ -93,7 +93,7 @@ def answer_examples(
     timings.features = time.perf_counter() - began
     timings.num_windows = len(windows)
     if layout is not None:
-        layout.append(window_layout(windows))
+        layout.append(window_layout(windows, settings.window.max_length))
 
     began = time.perf_counter()
     start_flat, end_flat = predict_logits(

@@ -38,7 +38,8 @@ class ReportInputs:
     f1: np.ndarray  # 0 to 1 per question
     context_tokens: np.ndarray  # tokens of each context
     window_spans: list[list[tuple[int, int]]]  # per question: the character range of each of its windows
-    window_capacity: int  # context tokens one window holds (max_length - question - special tokens)
+    window_capacity: np.ndarray | int  # per question, the context tokens one window holds (max_length - question
+    # - special tokens)
     version_2: bool = False
     null_differences: np.ndarray | None = None  # v2: null score - best span score, for the threshold sweep
     span_f1: np.ndarray | None = None  # v2: F1 of the best span, had the model answered
@@ -60,13 +61,12 @@ def answer_length(gold: list[str]) -> str:
 
 
 def context_length(tokens: int, capacity: int) -> str:
-    """Buckets in units of one window's context capacity: where contexts start to split across windows."""
+    """Buckets in units of the context a window holds for this question (from --max-length, not from how
+    long the data's contexts are): where contexts start to split across windows."""
     for share, name in ((0.5, "up to half a window"), (1.0, "one window")):
         if tokens <= share * capacity:
-            return f"{name} (<= {int(share * capacity)} tokens)"
-    if tokens <= 2 * capacity:
-        return f"two windows (<= {2 * capacity} tokens)"
-    return f"more than two windows (> {2 * capacity} tokens)"
+            return name
+    return "two windows" if tokens <= 2 * capacity else "more than two windows"
 
 
 def answer_window(gold_texts: list[str], gold_starts: list[int], spans: list[tuple[int, int]]) -> str:
@@ -85,7 +85,10 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
     groups = {
         "question_word": [question_word(q) for q in inputs.questions],
         "answer_length": [answer_length(g) for g in inputs.gold_texts],
-        "context_length": [context_length(int(t), inputs.window_capacity) for t in inputs.context_tokens],
+        "context_length": [
+            context_length(int(t), int(c))
+            for t, c in zip(inputs.context_tokens, np.broadcast_to(inputs.window_capacity, len(inputs.context_tokens)))
+        ],
         "answer_window": [
             answer_window(texts, starts, spans)
             for texts, starts, spans in zip(inputs.gold_texts, inputs.gold_starts, inputs.window_spans)

@@ -115,6 +115,12 @@ def setup_runtime(precision: str = "auto", device: str | None = None, for_infere
             "slower than fp32 (bench/README.md): use --precision fp32",
             file=sys.stderr,
         )
+    if runtime.device.type == "cpu" and runtime.precision == "fp16" and runtime.is_main:
+        print(
+            "warning: CPUs have no fast fp16 matrix kernels: fp16 autocast runs several times slower than fp32 "
+            "here (bench/README.md); use --precision fp32 (or bf16 where the CPU has native bf16)",
+            file=sys.stderr,
+        )
     return runtime
 
 
