@@ -109,7 +109,7 @@ def question_from_json(
     """A `Question` from one JSON object, or `QuestionProblem` naming the first field at fault."""
     if not isinstance(item, dict):
         raise QuestionProblem(None, "expected an object with 'question' and 'context'")
-    for name, also in (("question", ("question",)), ("context", ("context", "contexts"))):
+    for also in (("question",), ("context", "contexts")):
         if any(field in item for field in also):
             continue
         near = [key for key in item if isinstance(key, str) and key not in also and key.strip().lower() in also]
