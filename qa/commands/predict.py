@@ -17,7 +17,7 @@ from qa.config.predict import PredictConfig
 from qa.data.questions import Question, QuestionProblem, check_text_field, question_from_json
 from qa.errors import QAError, exit_on_qa_error
 from qa.files import json_line
-from qa.text import jsonl_records, read_stdin, read_text
+from qa.text import read_stdin, read_text
 
 
 def config_from_args(argv: list[str] | None = None) -> PredictConfig:
@@ -25,12 +25,8 @@ def config_from_args(argv: list[str] | None = None) -> PredictConfig:
     return parse_config(parser, PredictConfig, argv)
 
 
-def read_requests(config: PredictConfig) -> tuple[list[Question], bool]:
-    """The questions to answer and whether they came from --input (JSON lines out)."""
-    if config.input_file is not None:
-        if config.question or config.context or config.context_file:
-            raise QAError("--input cannot be combined with --question / --context / --context-file")
-        return _read_jsonl(config.input_file, config), True
+def read_question(config: PredictConfig) -> Question:
+    """The one question of --question with --context or --context-file."""
     if config.question is None:
         raise QAError("give --question with --context or --context-file, or --input FILE.jsonl")
     if (config.context is None) == (config.context_file is None):
@@ -44,36 +40,13 @@ def read_requests(config: PredictConfig) -> tuple[list[Question], bool]:
     except QuestionProblem as problem:
         flag = "--context-file" if problem.field == "context" and config.context_file else f"--{problem.field}"
         raise QAError(f"{flag}: {problem.problem}") from None
-    return [Question(question, context, "0", config.top_k, config.min_confidence)], False
+    return Question(question, context, "0", config.top_k, config.min_confidence)
 
 
 def _read_context_file(name: str) -> str:
     if name == "-":
         return read_stdin("--context-file -")
     return read_text(Path(name))
-
-
-def _read_jsonl(name: str, config: PredictConfig) -> list[Question]:
-    path = Path(name)
-    questions = []
-    for number, record in jsonl_records(read_text(path), str(path)):
-        try:
-            question = question_from_json(
-                record,
-                max_top_k=config.decode.n_best,
-                default_top_k=config.top_k,
-                default_min_confidence=config.min_confidence,
-                known_fields_only=True,
-            )
-        except QuestionProblem as problem:
-            hint = " (JSON Lines holds one object per line, not a JSON array)" if isinstance(record, list) else ""
-            raise QAError(f"{path}: line {number}, {problem.describe()}{hint}") from None
-        if question.id is None:
-            question.id = str(number)  # the default id: the line number
-        questions.append(question)
-    if not questions:
-        raise QAError(f"{path}: no questions in the file")
-    return questions
 
 
 @exit_on_qa_error
@@ -84,18 +57,21 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
 
         serve(config)
         return []
-    questions, from_file = read_requests(config)
+    if config.input_file is not None:
+        if config.question or config.context or config.context_file:
+            raise QAError("--input cannot be combined with --question / --context / --context-file")
+        _answer_input(config)
+        return []
+    question = read_question(config)
 
-    from qa.eval.answering import load_reader, shape_answers
+    from qa.eval.answering import load_reader
 
     reader = load_reader(
         config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
     )
-    results = reader.answer(questions)
-    for question, answers in zip(questions, results, strict=True):
-        if from_file:
-            print(json_line(shape_answers(answers, question)))
-        elif config.print_json:
+    results = reader.answer([question])
+    for answers in results:
+        if config.print_json:
             print(json_line(answers[0] if config.top_k == 1 else answers))
         else:
             for answer in answers:
@@ -103,6 +79,48 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
                 print(f"{answer['score']:.4f}")
     sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     return results
+
+
+def _answer_input(config: PredictConfig) -> None:
+    """--input FILE (or - for standard input): every non-blank line gets one JSON line, in order, written
+    chunk by chunk to standard output or --output (`qa.eval.streaming`); nothing is held whole."""
+    from qa.eval.answering import load_reader
+    from qa.eval.streaming import answer_stream, count_questions, stream_settings
+    from qa.model.runtime import shutdown
+
+    def read(record: Any) -> Question:
+        return question_from_json(
+            record,
+            max_top_k=config.decode.n_best,
+            default_top_k=config.top_k,
+            default_min_confidence=config.min_confidence,
+            known_fields_only=True,
+        )
+
+    # A file is checked whole before the model loads: a bad line is refused before any work or output.
+    # Standard input is checked as it comes, chunk by chunk.
+    total = count_questions(config.input_file, read) if config.input_file != "-" else None
+    if total == 0:
+        raise QAError(f"{config.input_file}: no questions in the file")
+    reader = load_reader(
+        config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
+    )
+    try:
+        answer_stream(
+            reader,
+            config.input_file,
+            read,
+            chunk_size=config.chunk_size,
+            output=config.output,
+            resume=config.resume,
+            overwrite=config.overwrite,
+            settings=stream_settings(reader, config.top_k, config.min_confidence, config.chunk_size),
+            progress=config.progress,
+            total=total,
+        )
+        sys.stdout.flush()
+    finally:
+        shutdown(reader.runtime)
 
 
 def _answer_text(answer: dict[str, Any], min_confidence: float | None) -> str:

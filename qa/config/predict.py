@@ -89,8 +89,32 @@ class Serving:
 
 
 @dataclass
-class PredictConfig(Serving, Answering):
-    """Everything `python predict.py` can be told (the fields of `Answering`, then those of `Serving`)."""
+class LargeInputs:
+    """predict.py --input at any size: where the answers go, in chunks, resumable."""
+
+    output: str | None = setting(
+        None,
+        "write the JSON lines of --input to this file (each chunk appended whole and flushed to disk) instead "
+        "of standard output",
+        group="large inputs (--input)",
+        mode=ONE_SHOT,
+    )
+    resume: bool = setting(
+        False, "--output exists from a run that stopped: continue after its last complete chunk", mode=ONE_SHOT
+    )
+    overwrite: bool = setting(False, "--output exists: replace it", mode=ONE_SHOT)
+    chunk_size: int = setting(
+        1000,
+        "questions read, answered and written together (memory follows this, not the input's size); chunks sit "
+        "at fixed positions of the input, so a resumed run batches as an uninterrupted one",
+        mode=ONE_SHOT,
+    )
+    progress: bool = setting(True, "a progress bar on standard error (questions, rate, time left)", mode=ONE_SHOT)
+
+
+@dataclass
+class PredictConfig(Serving, LargeInputs, Answering):
+    """Everything `python predict.py` can be told (the fields of `Answering`, `LargeInputs`, then `Serving`)."""
 
     def problems(self) -> list[str]:
         problems = Problems(self.window.problems() + self.decode.problems())
@@ -100,7 +124,17 @@ class PredictConfig(Serving, Answering):
             f"--min-confidence must be in [0, 1], got {self.min_confidence}",
         )
         problems.positive(self, "batch_size", optional=True)
-        problems.positive(self, "max_batch_tokens")
+        problems.positive(self, "max_batch_tokens", "chunk_size")
+        problems.need(not (self.resume and self.overwrite), "give one of --resume and --overwrite, not both")
+        for name in ("output", "resume", "overwrite"):
+            problems.need(
+                self.input_file is not None or not getattr(self, name),
+                f"--{name} goes with --input (answers of a JSON lines file)",
+            )
+        problems.need(
+            self.output is not None or not (self.resume or self.overwrite),
+            "--resume and --overwrite are about an --output file: give --output PATH",
+        )
         problems.positive(
             self, "max_body_bytes", "max_context_chars", "max_passages", "max_queue", "max_batch_questions"
         )
