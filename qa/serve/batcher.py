@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from qa.config.predict import PredictConfig
 from qa.data.questions import Question
+from qa.model.runtime import release_freed_memory
 from qa.serve.api import BadRequest, request_cost
 
 
@@ -47,7 +47,7 @@ class ServedReader:
             self.questions_answered += len(questions)
             return answers
         finally:
-            _release_freed_memory()
+            release_freed_memory()
 
     def health(self) -> dict[str, Any]:
         window, decode = self.reader.settings.window, self.reader.settings.decode
@@ -65,15 +65,6 @@ class ServedReader:
             "forward_passes": self.forward_passes,
             "questions_answered": self.questions_answered,
         }
-
-
-def _release_freed_memory() -> None:
-    """Batches of ever-different shapes leave glibc's heap fragmented and the server's memory
-    creeping up; handing freed pages back after each batch keeps it flat (glibc only)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Batcher:
