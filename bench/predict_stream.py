@@ -57,19 +57,36 @@ def measure(root: Path, command: list[str], stdout_path: Path | None, env: dict[
     return seconds, peak_kb // 1024
 
 
-def tiny_model() -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from helpers import make_tiny_model_dir
+def tiny_model(tokenizer_from: Path | None) -> Path:
+    """A 2-layer, 32-wide random DistilBERT QA model: with the test vocabulary (tests/helpers.py, which
+    spells most words letter by letter: long windows), or with the tokenizer of ``tokenizer_from``."""
+    if tokenizer_from is None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from helpers import make_tiny_model_dir
 
-    directory = OUT / "tiny-model"
+        directory = OUT / "tiny-model"
+        if not (directory / "config.json").is_file():
+            make_tiny_model_dir(directory)
+        return directory
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForQuestionAnswering
+
+    directory = OUT / f"tiny-model-{tokenizer_from.name}"
     if not (directory / "config.json").is_file():
-        make_tiny_model_dir(directory)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+        torch.manual_seed(0)
+        config = DistilBertConfig(
+            vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=2, n_heads=2, pad_token_id=tokenizer.pad_token_id
+        )
+        tokenizer.save_pretrained(directory)
+        DistilBertForQuestionAnswering(config).save_pretrained(directory)
     return directory
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", type=Path)
+    parser.add_argument("--tokenizer-from", type=Path, help="without --ckpt: the tiny model takes this tokenizer")
     parser.add_argument("--source", type=Path, default=ROOT.parent / "shared/data/squad-v1.1/dev-v1.1-part1.json")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4000, 16000])
     parser.add_argument("--baseline-root", type=Path, help="another checkout to measure in the same run")
@@ -79,7 +96,7 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more predict.py flags for both")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    model = args.ckpt.resolve() if args.ckpt else tiny_model()
+    model = args.ckpt.resolve() if args.ckpt else tiny_model(args.tokenizer_from)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {model}")
     print("size | code | seconds | questions/s | peak MB | same records as this checkout")

@@ -36,10 +36,6 @@ REPORT_FILE = "report.json"  # where the model fails: slices, calibration, confi
 REPORT_HTML_FILE = "report.html"  # the same as one self-contained page
 EVALUATION_FILES = (PREDICTIONS_FILE, METRICS_FILE, NA_PROB_FILE, NBEST_FILE, REPORT_FILE, REPORT_HTML_FILE)
 
-# Keys train.py adds to a model's config.json, so that `AutoConfig` users can read them too
-NULL_THRESHOLD_KEY = "qa_null_threshold"
-CALIBRATION_KEY = "qa_calibration"  # the calibrator of the answers' scores (qa.eval.calibration)
-
 
 def read_training_args(checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
     """The training arguments train.py recorded beside a model, or {} for other models."""

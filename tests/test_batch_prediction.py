@@ -68,6 +68,7 @@ def test_output_is_written_refused_when_it_exists_and_replaced_with_overwrite(ar
     assert out.read_text() == expected and "already complete (9 questions)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_standard_input_is_read_as_a_stream(arranged_model_dir, tmp_path, capsys):
     data = questions_file(tmp_path / "in.jsonl", 6)
     expected = run(arranged_model_dir, str(data), capsys=capsys)
@@ -111,6 +112,7 @@ predict_cmd.main(sys.argv[3:])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("chunk", "where"), [(0, "after"), (1, "mid"), (2, "after"), (0, "mid")])
 def test_a_killed_run_leaves_whole_chunks_and_resume_completes_it_to_the_records_of_an_uninterrupted_run(
     arranged_model_dir, tmp_path, capsys, chunk, where
@@ -179,6 +181,7 @@ def test_progress_shows_on_standard_error(arranged_model_dir, tmp_path, capsys):
     assert "answering" in captured.err and "9/9" in captured.err and "answering" not in captured.out
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_processes_writes_the_records_of_one(arranged_model_dir, tmp_path, capsys):
     data = questions_file(tmp_path / "in.jsonl", 11)
     expected = run(arranged_model_dir, str(data), capsys=capsys)

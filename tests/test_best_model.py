@@ -104,6 +104,7 @@ def test_exact_match_selects_on_v2_keys_too():
 # ---------------------------------------------------------------- real runs
 
 
+@pytest.mark.slow
 def test_the_final_model_is_the_best_evaluations_and_pruning_keeps_it(falling, tmp_path):
     out = tmp_path / "out"
     summary = train_cmd.main(falling(out, "--save-total-limit", "1"))
@@ -126,6 +127,7 @@ def test_the_final_model_is_the_best_evaluations_and_pruning_keeps_it(falling, t
     assert json.loads((last / "metrics.json").read_text())["step"] == 12
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(falling, tmp_path, capsys):
     out = tmp_path / "out"
     summary = train_cmd.main(falling(out, "--early-stopping-patience", "2"))
@@ -135,6 +137,7 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(fal
     assert same_weights(weights(out), weights(out / "checkpoint-2"))
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_ends_with_the_same_history_best_step_and_weights(falling, tmp_path):
     whole = tmp_path / "whole"
     train_cmd.main(falling(whole, "--save-total-limit", "2"))
@@ -152,6 +155,7 @@ def test_a_killed_and_resumed_run_ends_with_the_same_history_best_step_and_weigh
     assert sorted(p.name for p in killed.glob("checkpoint-*")) == sorted(p.name for p in whole.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling, tmp_path):
     from huggingface_hub import ModelCard
     from matplotlib.image import imread
@@ -182,6 +186,7 @@ def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling,
     assert "training_curves.png" in card.text and "| 2 (selected) |" in card.text
 
 
+@pytest.mark.slow
 def test_v2_data_stores_the_best_evaluations_threshold(tmp_path):
     model = make_arranged_model_dir(tmp_path / "arranged")
     data = squad_lines(tmp_path / "v2.jsonl", "Denver Broncos", unanswerable=True)
@@ -232,6 +237,7 @@ def test_without_matplotlib_the_run_says_so_once_and_still_writes_its_card(falli
 # ---------------------------------------------------------------- hardening: resume keeps the stop and the selection
 
 
+@pytest.mark.slow
 def test_resuming_an_early_stopped_run_trains_no_further(falling, tmp_path, capsys):
     out = tmp_path / "out"
     train_cmd.main(falling(out, "--early-stopping-patience", "2"))
@@ -246,6 +252,7 @@ def test_resuming_an_early_stopped_run_trains_no_further(falling, tmp_path, caps
     assert same_weights(weights(out), weights(out / "checkpoint-2"))
 
 
+@pytest.mark.slow
 def test_killed_between_the_stop_and_the_final_model_a_resume_finishes_without_training_and_keeps_selection(
     falling, tmp_path, capsys
 ):

@@ -87,6 +87,7 @@ def questions_file(path, count):
     return path
 
 
+@pytest.mark.slow
 def test_calibrate_stores_a_calibrator_that_predict_then_uses(arranged_model_dir, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(arranged_model_dir, model)
@@ -144,19 +145,20 @@ def test_min_confidence_turns_exactly_the_low_scored_answers_into_no_answer(arra
 
 
 def test_a_v2_no_answer_gets_the_probability_that_abstaining_is_right(arranged_model_dir, tmp_path, capsys):
-    from qa.model.threshold import store_null_threshold
+    from qa.model.carried import store_carried
 
     model = tmp_path / "v2"
     shutil.copytree(arranged_model_dir, model)
-    store_null_threshold(model, -1e6)  # abstains on everything
+    store_carried(model, null_threshold=-1e6)  # abstains on everything
     answer = ask(model, capsys)
     assert answer["no_answer"] and answer["score"] > 0.5
-    store_null_threshold(model, 1e6)  # answers everything: the no-answer candidate is unlikely
+    store_carried(model, null_threshold=1e6)  # answers everything: the no-answer candidate is unlikely
     listed = ask(model, capsys, "--top-k", "20")
     null = [a for a in listed if a["no_answer"]]
     assert not listed[0]["no_answer"] and all(a["score"] < 0.5 for a in null)
 
 
+@pytest.mark.slow
 def test_training_stores_the_calibrator_of_its_best_evaluation_and_none_on_few_questions(arranged_model_dir, tmp_path):
     from helpers import tiny_train_argv
 
@@ -179,7 +181,7 @@ def test_training_stores_the_calibrator_of_its_best_evaluation_and_none_on_few_q
 def test_v2_calibrate_fits_the_no_answer_probability_and_the_stored_calibrator_round_trips(
     arranged_model_dir, tmp_path, capsys
 ):
-    from qa.model.threshold import store_null_threshold
+    from qa.model.carried import store_carried
 
     model = tmp_path / "v2"
     shutil.copytree(arranged_model_dir, model)
@@ -205,7 +207,7 @@ def test_v2_calibrate_fits_the_no_answer_probability_and_the_stored_calibrator_r
     calibrator = Calibrator.from_dict(stored)
     assert stored["null_fitted_on"] == 240 and calibrator.calibrates_no_answer
     assert Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict()))) == calibrator
-    store_null_threshold(model, -1e6)  # abstains on everything
+    store_carried(model, null_threshold=-1e6)  # abstains on everything
     answer = ask(model, capsys)
     assert answer["no_answer"] and answer["score"] == pytest.approx(0.75, abs=0.02)
     # A calibrator stored before the no-answer part existed still loads, and calibrates spans only.
@@ -213,6 +215,7 @@ def test_v2_calibrate_fits_the_no_answer_probability_and_the_stored_calibrator_r
     assert not Calibrator.from_dict(old).calibrates_no_answer
 
 
+@pytest.mark.slow
 def test_calibrate_on_v1_data_fits_no_no_answer_part(arranged_model_dir, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(arranged_model_dir, model)

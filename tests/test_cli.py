@@ -169,6 +169,7 @@ def _help(module):
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_config_file_replays_a_run_and_flags_override_it(tiny_model_dir, tmp_path):
     from helpers import losses_of, tiny_train_argv, write_squad_json
 

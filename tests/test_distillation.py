@@ -33,6 +33,7 @@ def data(tmp_path):
     return write_squad_json(tmp_path / "train.json")
 
 
+@pytest.mark.slow
 def test_a_student_on_soft_targets_alone_moves_toward_its_teacher(tiny_model_dir, arranged_model_dir, data, tmp_path):
     out = tmp_path / "student"
     # One batch of all 4 windows per step, so that every step's loss is measured on the same windows.
@@ -62,6 +63,7 @@ def test_a_student_on_soft_targets_alone_moves_toward_its_teacher(tiny_model_dir
     assert "teacher" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_alpha_zero_reproduces_the_plain_losses_exactly(tiny_model_dir, arranged_model_dir, data, tmp_path):
     run(tiny_model_dir, tmp_path / "plain", data, tmp_path, "--max-steps", "6")
     run(
@@ -84,6 +86,7 @@ def test_alpha_zero_reproduces_the_plain_losses_exactly(tiny_model_dir, arranged
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+@pytest.mark.slow
 def test_distillation_works_on_v2_data(tiny_model_dir, arranged_model_dir, tmp_path):
     from test_squad_v2 import v2_articles
 
@@ -121,6 +124,7 @@ def test_distillation_flags_without_a_teacher_are_refused(capsys, tmp_path):
     assert "--distill-alpha only apply with --teacher" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_killed_distillation_resumes_bit_exactly(tiny_model_dir, arranged_model_dir, data, tmp_path):
     common = ["--teacher", str(arranged_model_dir), "--max-steps", "8", "--save-steps", "2", "--student-layers", "1"]
     run(tiny_model_dir, tmp_path / "whole", data, tmp_path, *common)

@@ -15,7 +15,7 @@ from qa.commands import evaluate as evaluate_cmd
 from qa.commands import train as train_cmd
 from qa.data.batching import GROUP_KEY, group_batches
 from qa.data.distractors import with_distractor_rows
-from qa.train.shared_normalisation import shared_norm_loss
+from qa.train.losses import shared_norm_loss
 
 
 def test_the_shared_softmax_matches_a_hand_computation():
@@ -86,6 +86,7 @@ def answer(context, question, text, index):
     return {"id": f"q{index}", "question": question, "answers": [{"text": text, "answer_start": context.index(text)}]}
 
 
+@pytest.mark.slow
 def test_training_with_distractors_picks_the_right_passage_of_its_training_questions(tiny_model_dir, tmp_path):
     # Seed 0: training pairs each question with the paragraphs evaluate.py --distractors gives it, so this
     # checks the whole path (rows, whole-question batches, shared softmax, ranking across passages) on a

@@ -33,6 +33,7 @@ ARTICLES = [
 ]
 
 
+@pytest.mark.slow
 def test_evaluate_py_scores_and_writes_its_files(arranged_model_dir, tmp_path):
     data = write_squad_json(tmp_path / "dev.json", ARTICLES)
     out = tmp_path / "eval"
@@ -124,6 +125,7 @@ def test_window_shards_cover_every_window_exactly_once(world_size):
     assert sorted(np.concatenate(shards).tolist()) == list(range(11))
 
 
+@pytest.mark.slow
 def test_torchrun_evaluation_scores_every_example_once(arranged_model_dir, tmp_path):
     import os
 

@@ -151,6 +151,7 @@ def _check_answers(answers: list[dict], context: str) -> None:
         assert answer["answer"] and answer["answer"] == answer["answer"].strip()
 
 
+@pytest.mark.slow
 def test_each_family_trains_evaluates_and_predicts_with_exact_spans(family_model, tmp_path, capsys):
     from qa.commands import evaluate as evaluate_cmd
     from qa.commands import predict as predict_cmd
@@ -185,6 +186,7 @@ def test_each_family_trains_evaluates_and_predicts_with_exact_spans(family_model
         _check_answers(record["answers"], context)
 
 
+@pytest.mark.slow
 def test_each_family_runs_at_the_longest_window_it_accepts_and_refuses_one_more(family_model, tmp_path):
     from qa.commands import predict as predict_cmd
     from qa.errors import QAError
@@ -206,6 +208,7 @@ def test_each_family_runs_at_the_longest_window_it_accepts_and_refuses_one_more(
             check_model_fits(str(model), WindowSettings(limit + 1, 32))
 
 
+@pytest.mark.slow
 def test_a_v2_model_of_each_family_abstains_at_its_own_cls_position(family_model, tmp_path):
     from qa.commands import predict as predict_cmd
 

@@ -265,6 +265,7 @@ def test_a_span_that_would_cross_a_window_end_is_labelled_only_in_a_window_that_
         assert all(text in (None, "denver broncos") for text in texts)  # never half an answer
 
 
+@pytest.mark.slow
 def test_a_roberta_style_model_trains_and_answers_with_offsets_that_slice_the_context(byte_bpe_tokenizer, tmp_path):
     import json
 

@@ -11,23 +11,25 @@ import pytest
 
 
 def _store_many(directory: str, key: str, times: int) -> None:
-    from qa.model.threshold import store_config_entry
+    from qa.model.carried import store_carried
 
     for value in range(times):
-        store_config_entry(Path(directory), key, value)
+        store_carried(Path(directory), **{key: value})
 
 
 def test_two_processes_storing_into_one_config_json_lose_nothing_and_corrupt_nothing(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     context = multiprocessing.get_context("fork")
-    writers = [context.Process(target=_store_many, args=(str(tmp_path), key, 60)) for key in ("qa_a", "qa_b")]
+    writers = [
+        context.Process(target=_store_many, args=(str(tmp_path), key, 60)) for key in ("null_threshold", "calibration")
+    ]
     for writer in writers:
         writer.start()
     for writer in writers:
         writer.join(timeout=120)
         assert writer.exitcode == 0
     stored = json.loads((tmp_path / "config.json").read_text())
-    assert stored == {"model_type": "bert", "qa_a": 59, "qa_b": 59}
+    assert stored == {"model_type": "bert", "qa_null_threshold": 59, "qa_calibration": 59}
     assert [path.name for path in tmp_path.iterdir()] == ["config.json"]  # no temporary left behind
 
 
@@ -72,6 +74,7 @@ def _evaluate(*argv: str) -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_a_calibrator_that_cannot_tell_right_from_wrong_is_refused_and_nothing_is_stored_or_written(
     model_copy, tmp_path, capsys
 ):
@@ -107,6 +110,7 @@ def test_a_calibrator_is_refused_when_its_slope_would_erase_the_ranking():
     assert problem is None and calibrator.slope > 0
 
 
+@pytest.mark.slow
 def test_a_calibrator_fitted_under_other_windows_is_not_applied(model_copy, tmp_path, capsys):
     from qa.commands import predict as predict_cmd
 
@@ -133,6 +137,7 @@ def test_a_calibrator_fitted_under_other_windows_is_not_applied(model_copy, tmp_
     assert plain != calibrated
 
 
+@pytest.mark.slow
 def test_calibrating_again_compares_with_the_stored_calibrator_and_says_it_replaces_it(model_copy, tmp_path, capsys):
     data = _questions(tmp_path / "dev.jsonl", 240)
     argv = ["--ckpt", str(model_copy), "--validation-file", str(data), "--output-dir", str(tmp_path / "r")]
@@ -175,6 +180,7 @@ MULTI_WINDOW = (
 )
 
 
+@pytest.mark.slow
 def test_the_first_answer_does_not_depend_on_top_k_under_min_confidence_and_lists_follow_their_scores(
     arranged_model_dir, capsys
 ):
@@ -348,6 +354,7 @@ def test_distractor_evaluation_replaces_the_whole_result_set_and_scores_passages
     assert "--save-nbest lists single passages' spans: not with --distractors" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_distractor_training_bounds_a_step_by_batch_size_notes_lone_questions_and_keeps_its_count_on_resume(
     arranged_model_dir, tmp_path, capsys
 ):

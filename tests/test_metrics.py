@@ -54,6 +54,7 @@ def test_evaluate_module_computes_squad_v1_offline():
     )
 
 
+@pytest.mark.slow
 def test_repository_evaluate_py_does_not_shadow_the_library():
     """From the repository root, `import evaluate` finds our entry script; the metric must still load."""
     code = (

@@ -94,6 +94,7 @@ def test_bf16_weights_give_the_spans_of_fp32_where_no_scores_are_near_ties(arran
     assert spans == [[(a["start"], a["end"]) for a in answers] for answers in fp32.answer(questions)]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_and_answers_on_cpu(tiny_model_dir, arranged_model_dir, tmp_path, capsys):
     data = write_squad_json(tmp_path / "train.json")
     train(tiny_model_dir, data, tmp_path / "fp32", tmp_path, "--max-steps", "3")
@@ -106,6 +107,7 @@ def test_bf16_autocast_trains_and_answers_on_cpu(tiny_model_dir, arranged_model_
     assert predict_cmd.main([*argv, "--precision", "bf16"])[0][0]["answer"] == "Denver Broncos"
 
 
+@pytest.mark.slow
 def test_fp16_with_grad_scaler_resumes_exactly(tiny_model_dir, tmp_path):
     data = write_squad_json(tmp_path / "train.json")
     whole = tmp_path / "whole"

@@ -22,6 +22,7 @@ def run_predict(*args, stdin=None):
     )
 
 
+@pytest.mark.slow
 def test_the_real_command_reads_stdin_finds_the_second_window_and_imports_no_datasets(arranged_model_dir):
     """One process, as a user runs it: context from standard input, answer in the second window."""
     code = (
@@ -202,11 +203,11 @@ def test_bad_passage_lists_are_one_line_errors(arranged_model_dir, tmp_path, cap
 def test_a_v2_model_says_no_answer_once_across_passages(arranged_model_dir, tmp_path, capsys):
     import shutil
 
-    from qa.model.threshold import store_null_threshold
+    from qa.model.carried import store_carried
 
     model = tmp_path / "v2"
     shutil.copytree(arranged_model_dir, model)
-    store_null_threshold(model, -1e6)  # abstains whatever the passages
+    store_carried(model, null_threshold=-1e6)  # abstains whatever the passages
     path = tmp_path / "in.jsonl"
     passages = ["In 2016 the Denver Broncos won.", "Paris is a city."]
     path.write_text(json.dumps({"question": "Who won?", "contexts": passages, "top_k": 3}) + "\n")

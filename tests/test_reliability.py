@@ -115,6 +115,7 @@ def data_file(tmp_path):
     return write_squad_json(tmp_path / "train.json")
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_trained_directory_is_refused_unless_told(tiny_model_dir, data_file, tmp_path, capsys):
     out = tmp_path / "out"
     args = train_args(tiny_model_dir, data_file, out, tmp_path, "--max-steps", "2", "--log-steps", "1")
@@ -210,6 +211,7 @@ def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_good_one(
     assert load_qa_model(str(out / "checkpoint-1"), require_qa_head=True) is not None
 
 
+@pytest.mark.slow
 def test_truncated_feature_cache_is_a_miss(tiny_model_dir, data_file, tmp_path, capsys):
     args = train_args(tiny_model_dir, data_file, tmp_path / "a", tmp_path, "--max-steps", "1")
     train_cmd.main(args)
@@ -275,6 +277,7 @@ def test_standard_input_that_is_closed_or_not_utf8(arranged_model_dir, capsys, m
     one_line_error(capsys, predict_cmd.main, argv, "closed")
 
 
+@pytest.mark.slow
 def test_output_into_a_closed_pipe_ends_quietly(arranged_model_dir):
     process = subprocess.Popen(
         [sys.executable, "predict.py", "--ckpt", str(arranged_model_dir), "--question", "Who?", "--context", CONTEXT],

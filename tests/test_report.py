@@ -84,6 +84,7 @@ def test_every_slice_group_adds_up_to_the_overall_counts_and_f1():
     assert report["risk_coverage"]["points"][-1]["coverage"] == 1.0 and report["null_threshold_curve"]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_report_beside_the_metrics_and_it_renders_in_chromium(arranged_model_dir, tmp_path):
     data = write_squad_json(tmp_path / "dev.json")
     out = tmp_path / "results"

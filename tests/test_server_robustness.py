@@ -25,6 +25,9 @@ from serving_helpers import (
 
 from qa.commands import predict as predict_cmd
 
+# Each starts a real server (seconds of torch import and model load): the slow tier.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quick_server(arranged_model_dir):
@@ -174,9 +177,8 @@ def test_a_failing_batch_is_answered_again_per_request_and_only_the_culprit_gets
     assert status == 500 and body["request_id"] == headers["X-Request-ID"] and "ValueError" in body["error"]
     (line,) = [record.getMessage() for record in caplog.records if record.name == "qa.serve"]
     assert body["request_id"] in line and "the model broke" in line
-    # One batch of the three (they arrive within the 300 ms batch wait), then each request on its own.
-    assert sorted(answerer.calls[0]) == sorted(questions)
-    assert sorted(map(tuple, answerer.calls[1:])) == [("boom?",), ("one?",), ("two?",)]
+    # Whether the three met in one batch depends on when they arrived: tests/test_batcher.py checks the
+    # retry request by request without a clock.
 
 
 def test_schemathesis_finds_no_5xx_no_hang_and_no_traceback(quick_server, tmp_path):

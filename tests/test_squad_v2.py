@@ -16,7 +16,7 @@ from qa.data.windows import NOT_CONTEXT
 from qa.errors import QAError
 from qa.eval.decoding import decode_spans
 from qa.eval.metrics import best_null_threshold, squad_v2_scores, v2_raw_scores
-from qa.model.threshold import store_null_threshold
+from qa.model.carried import store_carried
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 
@@ -220,7 +220,7 @@ def test_stored_threshold_reaches_predict_and_the_flag_overrides_it(arranged_mod
     argv = ["--ckpt", str(model), "--question", "Who won?", "--context", CONTEXT, "--json"]
     predict_cmd.main(argv)
     assert "no_answer" not in json.loads(capsys.readouterr().out)  # no threshold: v1.1 output, always answers
-    store_null_threshold(model, -1e6)  # any null score beats any span
+    store_carried(model, null_threshold=-1e6)  # any null score beats any span
     predict_cmd.main(argv)
     assert json.loads(capsys.readouterr().out)["no_answer"] is True
     predict_cmd.main([*argv[:-1]])
@@ -230,6 +230,7 @@ def test_stored_threshold_reaches_predict_and_the_flag_overrides_it(arranged_mod
     assert answers[0] == {**answers[0], "answer": "Denver Broncos", "no_answer": False}
 
 
+@pytest.mark.slow
 def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tiny_model_dir, tmp_path):
     data = write_squad_json(tmp_path / "v2.json", v2_articles())
     out = tmp_path / "out"
@@ -282,6 +283,7 @@ def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tin
     assert {key: evaluated[key] for key in official} == recomputed
 
 
+@pytest.mark.slow
 def test_hub_squad_v2_trains_on_train_and_tunes_on_validation(tiny_model_dir, tmp_path, monkeypatch):
     import datasets
 
@@ -313,10 +315,11 @@ def only(kind):
     return [a for a in articles if a["paragraphs"]]
 
 
+@pytest.mark.slow
 def test_a_threshold_is_never_inherited_by_a_model_fine_tuned_further(tiny_model_dir, tmp_path, capsys):
     v2_model = tmp_path / "v2-model"
     shutil.copytree(tiny_model_dir, v2_model)
-    store_null_threshold(v2_model, -1e6)  # it would abstain on every question
+    store_carried(v2_model, null_threshold=-1e6)  # it would abstain on every question
     v1 = write_squad_json(tmp_path / "v1.json")
     for extra in (["--no-eval"], []):
         out = tmp_path / f"out{len(extra)}"
@@ -331,6 +334,7 @@ def test_a_threshold_is_never_inherited_by_a_model_fine_tuned_further(tiny_model
         assert "no_answer" not in answer and answer["answer"]  # a model trained on v1.1 always answers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "named"), [(True, "only answerable"), (False, "only unanswerable")])
 def test_validation_with_one_kind_of_question_stores_no_threshold_unless_asked(
     tiny_model_dir, tmp_path, capsys, kind, named
@@ -404,7 +408,7 @@ def test_na_prob_is_above_one_half_exactly_for_unanswered_questions_with_or_with
 def test_a_stored_threshold_that_declines_most_questions_is_named_with_its_override(tiny_model_dir, tmp_path, capsys):
     v2_model = tmp_path / "v2-model"
     shutil.copytree(tiny_model_dir, v2_model)
-    store_null_threshold(v2_model, -1e6)  # a v2 model's threshold met by v1.1 data: every question declined
+    store_carried(v2_model, null_threshold=-1e6)  # a v2 model's threshold met by v1.1 data: every question declined
     v1 = write_squad_json(tmp_path / "v1.json")
     argv = ["--ckpt", str(v2_model), "--validation-file", str(v1), "--output-dir", str(tmp_path / "r"), "--no-progress"]
     evaluate_cmd.main(argv)

@@ -145,6 +145,7 @@ def entry_point_decisions(question, context):
     return decisions
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=ANY_TEXT, as_question=st.booleans())
 def test_any_text_is_answered_or_refused_in_one_line_alike_by_every_entry_point(text, as_question, tiny_reader):

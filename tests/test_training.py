@@ -105,6 +105,7 @@ def max_difference(a, b):
     return max((a[name] - b[name]).abs().max().item() for name in a)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_examples(tiny_model_dir, train_file, tmp_path):
     out = tmp_path / "out"
     summary = train_cmd.main(
@@ -136,6 +137,7 @@ def test_tiny_model_overfits_a_handful_of_examples(tiny_model_dir, train_file, t
     assert json.loads((out / "metrics.json").read_text())["exact_match"] == summary["metrics"]["exact_match"]
 
 
+@pytest.mark.slow
 def test_checkpoint_layout_and_reload(tiny_model_dir, train_file, tmp_path):
     from transformers import AutoModelForQuestionAnswering
 
@@ -171,6 +173,7 @@ def test_checkpoint_layout_and_reload(tiny_model_dir, train_file, tmp_path):
     assert not (out / "metrics.json").exists()  # --train-file without --validation-file: no evaluation
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tiny_model_dir, train_file, tmp_path):
     common = ["--batch-size", "1", "--max-steps", "40", "--save-steps", "5", "--lr", "1e-3"]
     uninterrupted = tmp_path / "a"
@@ -186,6 +189,7 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tin
     assert max_difference(weights_of(uninterrupted), weights_of(killed)) <= 1e-6
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_with_a_message(tiny_model_dir, train_file, tmp_path):
     out = tmp_path / "out"
     command = [
@@ -210,6 +214,7 @@ def test_resume_of_a_missing_checkpoint_is_refused(tiny_model_dir, train_file, t
     assert caught.value.code == 2 and "no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step(tiny_model_dir, train_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cmd.main(
@@ -302,6 +307,7 @@ def test_the_step_meter_logs_the_means_of_its_interval_and_stops_at_a_non_finite
         meter.check(step=5, output_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout_model, train_file, tmp_path):
     common = ["--max-steps", "4", "--lr", "1e-3", "--log-steps", "1", "--seed", "3"]
     # Evaluations during training too: sharded across the ranks, scored on rank 0, agreed on by both.
@@ -398,6 +404,7 @@ def test_learning_rate_at_the_end_of_warmup_and_at_the_last_step():
     assert scheduler.get_last_lr()[0] == 0.0
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_tokenised_windows(tiny_model_dir, train_file, tmp_path, monkeypatch):
     import qa.data.windows
 
@@ -413,6 +420,7 @@ def test_second_run_reuses_the_tokenised_windows(tiny_model_dir, train_file, tmp
     assert train_cmd.main(args)["steps"] == 1
 
 
+@pytest.mark.slow
 def test_seed_workers_and_eval_flags_change_what_they_should(tiny_model_dir, train_file, tmp_path):
     def losses(name, *extra):
         out = tmp_path / name
@@ -486,6 +494,7 @@ def test_hub_default_trains_on_train_and_evaluates_on_validation(tiny_model_dir,
 PINNED_FIRST_LOSSES = [3.343113, 3.024670, 3.126107, 2.803462]
 
 
+@pytest.mark.slow
 def test_the_first_losses_of_a_tiny_run_are_pinned(tiny_model_dir, train_file, tmp_path):
     out = tmp_path / "out"
     train_cmd.main(
@@ -496,6 +505,7 @@ def test_the_first_losses_of_a_tiny_run_are_pinned(tiny_model_dir, train_file, t
     assert losses == pytest.approx(PINNED_FIRST_LOSSES, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_token_budget_splits_micro_batches_into_parts_whose_gradients_add_up_to_the_same_steps(
     tiny_model_dir, train_file, tmp_path
 ):

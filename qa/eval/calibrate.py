@@ -16,8 +16,7 @@ from qa.eval.calibration import (
     no_answer_problem,
 )
 from qa.eval.evaluator import Evaluation, Timings, answer_examples, score_answers, write_result_files
-from qa.files import CALIBRATION_KEY
-from qa.model.threshold import store_config_entry
+from qa.model.carried import store_carried
 
 
 def check_calibration_data(examples: Any) -> None:
@@ -72,7 +71,7 @@ def evaluate_and_calibrate(
     settings.calibrator = calibrator
     evaluation = scored()
     after = expected_calibration_error(calibrator.confidence(log_probs), correct)
-    store_config_entry(Path(checkpoint), CALIBRATION_KEY, calibrator.to_dict())
+    store_carried(Path(checkpoint), calibration=calibrator.to_dict())
     write_result_files(output_dir, evaluation.files)
     what = f"replaced the stored calibrator (fitted on {replaced.fitted_on})" if replaced else "stored"
     print(

@@ -18,7 +18,7 @@ from qa.eval.calibration import calibration_bins, expected_calibration_error, ri
 
 QUESTION_WORDS = ("what", "which", "who", "whom", "whose", "when", "where", "why", "how")
 ANSWER_LENGTHS = (("1 word", 1, 1), ("2-3 words", 2, 3), ("4-7 words", 4, 7), ("8+ words", 8, None))
-MIN_ERRORS_LISTED = 50
+MAX_ERRORS_LISTED = 50
 SNIPPET_CHARS = 80
 
 
@@ -141,7 +141,7 @@ def _confident_errors(inputs: ReportInputs) -> list[dict[str, Any]]:
     wrong = [index for index in range(len(inputs.ids)) if inputs.exact[index] == 0]
     wrong.sort(key=lambda index: -inputs.scores[index])
     rows = []
-    for index in wrong[:MIN_ERRORS_LISTED]:
+    for index in wrong[:MAX_ERRORS_LISTED]:
         context, prediction = inputs.contexts[index], inputs.predictions[index]
         row = {
             "id": inputs.ids[index],

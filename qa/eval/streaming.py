@@ -197,7 +197,7 @@ def answer_stream(
 ) -> int:
     """Answer every question of ``source`` (a path or "-") in chunks, writing one JSON line per question
     to ``output`` (None: standard output) as each chunk is done; returns the number of questions."""
-    from qa.eval.answering import shape_answers
+    from qa.eval.responses import shape_answers
     from qa.model.runtime import barrier
 
     runtime = reader.runtime

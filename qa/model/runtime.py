@@ -56,7 +56,7 @@ def resolve_precision(requested: str, device: torch.device, for_inference: bool 
     """``auto``: bf16 on GPUs that support it, else fp16 on CUDA. On a CPU: for inference, bf16 where
     the CPU computes it natively (AVX512-BF16 or AMX), else fp32; for training, fp32.
 
-    The rule for a default is EM and F1 within 0.3 of fp32 on the shared dev part (bench/precision.py
+    The rule for a default is EM and F1 within 0.3 of fp32 on the shared dev part (bench/speed.py
     prints both); bf16 weights meet it on the native-bf16 CPUs measured (bench/README.md), while
     emulated bf16 is several times slower than fp32. ``--precision fp32`` stays exact.
     """

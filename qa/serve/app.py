@@ -12,7 +12,7 @@ from typing import Any
 
 from qa.config.predict import PredictConfig
 from qa.errors import QAError
-from qa.eval.answering import shape_answers
+from qa.eval.responses import shape_answers
 from qa.serve.api import BadRequest, openapi_parts, parse_questions
 from qa.serve.batcher import Batcher, ClientGone, Pending
 

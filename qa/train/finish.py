@@ -8,9 +8,9 @@ from typing import Any
 
 from qa.eval.evaluator import write_result_files
 from qa.eval.scoring import summary_line
-from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, read_json_object
+from qa.files import CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, read_json_object
+from qa.model.carried import store_carried
 from qa.model.runtime import barrier
-from qa.model.threshold import store_config_entry, store_null_threshold
 from qa.train.checkpoint import promote_checkpoint, save_final_model
 from qa.train.loop import Run, score_validation
 from qa.train.model_card import RunRecord, plot_curves, write_model_card
@@ -95,10 +95,10 @@ def _evaluate_final_model(run: Run) -> dict[str, Any] | None:
         final_checkpoint = run.output_dir / f"{CHECKPOINT_PREFIX}{run.position.step}"
         for directory in (run.output_dir, final_checkpoint):
             if (directory / "config.json").is_file():
-                store_null_threshold(directory, metrics["null_threshold"])
+                store_carried(directory, null_threshold=metrics["null_threshold"])
     calibrator = evaluation.fit_calibrator()
     if calibrator is not None and run.runtime.is_main:
-        store_config_entry(run.output_dir, CALIBRATION_KEY, calibrator.to_dict())
+        store_carried(run.output_dir, calibration=calibrator.to_dict())
     say_threshold(run, metrics)
     return metrics
 

@@ -26,15 +26,15 @@ from qa.data.batching import (
 )
 from qa.data.windows import TrainWindows
 from qa.eval.evaluator import AnswerSettings, score_examples
-from qa.files import CALIBRATION_KEY, CHECKPOINT_PREFIX
+from qa.files import CHECKPOINT_PREFIX
+from qa.model.carried import Carried
 from qa.model.runtime import Runtime, barrier, inference_batch_size
-from qa.model.threshold import set_config_entry, set_null_threshold
 from qa.train.checkpoint import prune_checkpoints, rng_states, save_checkpoint
-from qa.train.distillation import Teacher, distillation_loss, span_loss
+from qa.train.distillation import Teacher
+from qa.train.losses import distillation_loss, shared_norm_loss, span_loss
 from qa.train.optimization import Optimization
 from qa.train.reporting import RunLog, StepMeter
 from qa.train.selection import BestModel
-from qa.train.shared_normalisation import shared_norm_loss
 
 
 @dataclass
@@ -242,11 +242,14 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
             "evaluations": run.best.state_dict(),
             "clock": {"train_seconds": run.train_seconds + run.log.training_seconds},
         }
-        set_null_threshold(run.raw_model.config, evaluation.metrics.get("null_threshold") if evaluation else None)
-        # Like the threshold, the calibrator belongs to the weights it was fitted for: an evaluation
-        # checkpoint carries the one its evaluation fits (none on too few questions), others none.
+        # An evaluation checkpoint carries its evaluation's threshold and calibrator (none where they
+        # cannot be fitted); other checkpoints carry none.
         calibrator = evaluation.fit_calibrator() if evaluation else None
-        set_config_entry(run.raw_model.config, CALIBRATION_KEY, calibrator.to_dict() if calibrator else None)
+        carried = Carried(
+            evaluation.metrics.get("null_threshold") if evaluation else None,
+            calibrator.to_dict() if calibrator else None,
+        )
+        carried.attach(run.raw_model.config)
         path = save_checkpoint(
             run.output_dir,
             run.position.step,
@@ -256,8 +259,7 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
             state,
             results=evaluation.files if evaluation else None,
         )
-        set_null_threshold(run.raw_model.config, None)
-        set_config_entry(run.raw_model.config, CALIBRATION_KEY, None)
+        Carried().attach(run.raw_model.config)
         best = run.output_dir / f"{CHECKPOINT_PREFIX}{run.best.best_step}" if run.best.best_step else None
         prune_checkpoints(run.output_dir, run.config.save_total_limit, protect=best)
     barrier(run.runtime)

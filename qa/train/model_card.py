@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.files import CURVES_FILE, MODEL_CARD_FILE, MODEL_CARD_TAG, NULL_THRESHOLD_KEY, atomic_output
+from qa.files import CURVES_FILE, MODEL_CARD_FILE, MODEL_CARD_TAG, atomic_output
+from qa.model.carried import NULL_THRESHOLD_KEY
 
 HUB_DATASETS = {"squad": "SQuAD v1.1", "squad_v2": "SQuAD v2.0"}
 
@@ -194,7 +195,9 @@ def _card_text(record: RunRecord) -> str:
         "precision": settings["precision"],
         "seed": settings["seed"],
     }
-    for key in ("teacher", "distill_alpha", "distill_temperature", "student_layers"):
+    # alpha and temperature mean something only with a teacher: a run without one does not list them.
+    keys = ("teacher", "distill_alpha", "distill_temperature") if settings.get("teacher") else ()
+    for key in (*keys, "student_layers"):
         if settings.get(key) is not None:
             shown[key.replace("_", " ")] = settings[key]
     lines += [f"| {key} | {value} |" for key, value in shown.items()]

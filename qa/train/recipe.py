@@ -21,11 +21,11 @@ from qa.data.distractors import bounded_group_windows, check_titles, lone_questi
 from qa.data.loading import load_examples, load_training_examples
 from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
 from qa.errors import QAError
-from qa.files import CALIBRATION_KEY, read_training_args
+from qa.files import read_training_args
+from qa.model.carried import drop_carried
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
 from qa.model.runtime import Runtime, main_process_first, setup_runtime, shutdown
 from qa.model.student import check_student_layers, shrink_to_layers
-from qa.model.threshold import forget_null_threshold, set_config_entry
 from qa.train.checkpoint import (
     clear_run,
     holds_a_run,
@@ -83,13 +83,14 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         kept = shrink_to_layers(raw_model, config.student_layers, source)
         log.say(f"student: layers {kept} of {source}")
     raw_model = raw_model.to(runtime.device)
-    if getattr(raw_model.config, CALIBRATION_KEY, None) is not None:
-        # fitted for other weights, as the threshold
-        set_config_entry(raw_model.config, CALIBRATION_KEY, None)
+    inherited = drop_carried(raw_model.config)
+    if inherited.calibration is not None:
         log.say(f"{source} carried a calibrator of its scores; dropped: only this run's evaluations fit one")
-    inherited = forget_null_threshold(raw_model)
-    if inherited is not None:
-        log.say(f"{source} carried the null threshold {inherited:.4f}; dropped: only this run's validation sets one")
+    if inherited.null_threshold is not None:
+        log.say(
+            f"{source} carried the null threshold {inherited.null_threshold:.4f}; dropped: only this run's "
+            "validation sets one"
+        )
     model = raw_model
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
