@@ -28,7 +28,7 @@ from qa.files import atomic_output
 CHUNK_EXAMPLES = 1000
 NOT_CONTEXT = -1  # offset value marking a token outside the context (or padding)
 # Bump when the feature code changes what it produces, so old caches are not reused.
-FEATURES_VERSION = 2  # 2: windows record their example
+FEATURES_VERSION = 3  # 2: windows record their example; 3: exact offsets (space-including tokenizers)
 
 
 def default_cache_dir() -> Path:
