@@ -27,7 +27,9 @@ from typing import Any, BinaryIO
 
 from qa.data.questions import Question, QuestionProblem
 from qa.errors import QAError
+from qa.eval.responses import shape_answers
 from qa.files import json_line, read_json_object, write_json
+from qa.model.runtime import barrier
 from qa.text import BOM, DuplicateKey, loads_record
 
 PROGRESS_VERSION = 1
@@ -197,9 +199,6 @@ def answer_stream(
 ) -> int:
     """Answer every question of ``source`` (a path or "-") in chunks, writing one JSON line per question
     to ``output`` (None: standard output) as each chunk is done; returns the number of questions."""
-    from qa.eval.responses import shape_answers
-    from qa.model.runtime import barrier
-
     runtime = reader.runtime
     # Each rank answers whole chunks of its own: its reader runs as a single process (no sharding of
     # windows across ranks, no collective inside answering); the ranks meet once per round, to gather.
