@@ -126,13 +126,17 @@ def loads_record(text: str) -> Any:
 def jsonl_records(text: str, where: str) -> Iterator[tuple[int, Any]]:
     """``(line number, value)`` of every non-blank line of a JSON Lines text."""
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, loads_record(line)
-        except DuplicateKey as error:
-            raise QAError(f"{where}: line {number}: {error}") from None
-        except json.JSONDecodeError as error:
-            raise QAError(f"{where}: line {number}: invalid JSON ({error.msg})") from None
-        except RecursionError:
-            raise QAError(f"{where}: line {number}: invalid JSON (nested too deeply)") from None
+        if line.strip():
+            yield number, jsonl_record(line, where, number)
+
+
+def jsonl_record(line: str, where: str, number: int) -> Any:
+    """The value of one JSON Lines line, or a one-line error naming the file and line."""
+    try:
+        return loads_record(line)
+    except DuplicateKey as error:
+        raise QAError(f"{where}: line {number}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise QAError(f"{where}: line {number}: invalid JSON ({error.msg})") from None
+    except RecursionError:
+        raise QAError(f"{where}: line {number}: invalid JSON (nested too deeply)") from None

@@ -30,7 +30,7 @@ from qa.errors import QAError
 from qa.eval.responses import shape_answers
 from qa.files import json_line, read_json_object, write_json
 from qa.model.runtime import barrier
-from qa.text import BOM, DuplicateKey, loads_record
+from qa.text import BOM, jsonl_record
 
 PROGRESS_VERSION = 1
 
@@ -57,14 +57,7 @@ def _question(line: InputLine, where: str, read: Any) -> Question | None:
     text = text.removesuffix("\n")
     if not text.strip():
         return None
-    try:
-        record = loads_record(text)
-    except DuplicateKey as error:
-        raise QAError(f"{where}: line {line.number}: {error}") from None
-    except json.JSONDecodeError as error:
-        raise QAError(f"{where}: line {line.number}: invalid JSON ({error.msg})") from None
-    except RecursionError:
-        raise QAError(f"{where}: line {line.number}: invalid JSON (nested too deeply)") from None
+    record = jsonl_record(text, where, line.number)
     try:
         question = read(record)
     except QuestionProblem as problem:
