@@ -96,20 +96,24 @@ def context_offsets(
     their shared span. WordPiece offsets pass unchanged.
     """
     spans: list[tuple[int, int] | None] = []
-    for (start, end), sequence_id in zip(offsets, sequence_ids):
+    for offset, sequence_id in zip(offsets, sequence_ids):
         if sequence_id != context_index:
             spans.append(None)
             continue
+        start, end = offset
         if start < end and (context[start].isspace() or context[end - 1].isspace()):
             while start < end and context[start].isspace():
                 start += 1
             while end > start and context[end - 1].isspace():
                 end -= 1
-        spans.append((start, end) if start < end else None)
-    for index in range(len(spans) - 1):
-        this, following = spans[index], spans[index + 1]
-        if this is not None and following is not None and this[0] == following[0] and this[1] < following[1]:
-            spans[index] = None
+            offset = (start, end)
+        if start >= end:
+            spans.append(None)
+            continue
+        before = spans[-1] if spans else None
+        if before is not None and before[0] == start and before[1] < end:
+            spans[-1] = None  # a word-start marker: known once the next token is
+        spans.append(offset)
     return spans
 
 
