@@ -26,6 +26,7 @@ MODEL_CARD_FILE = "README.md"  # the Hugging Face model card
 MODEL_CARD_TAG = "generated_by_squad_qa"  # in our cards' tags: tells our card from a README.md of the user's
 CURVES_FILE = "training_curves.png"
 TENSORBOARD_DIR = "runs"
+MLFLOW_RUN_FILE = "mlflow_run.json"  # the MLflow run a resumed run continues
 
 # One evaluation's result files (train.py's evaluations and evaluate.py write the same set)
 PREDICTIONS_FILE = "predictions.json"  # {id: answer}, the input of the official SQuAD scripts

@@ -274,3 +274,62 @@ def test_killed_between_the_stop_and_the_final_model_a_resume_finishes_without_t
     assert summary["steps"] == 6 and [step for step, _ in evaluations(out)] == [2, 4, 6]
     assert not (out / "checkpoint-8").exists()
     assert json.loads((out / "metrics.json").read_text())["best_model"]["step"] == 2
+
+
+@pytest.mark.slow
+def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")  # optional for users; requirements-dev.txt installs it, so CI runs this
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store: no server, no network
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "falling")
+    out = tmp_path / "out"
+    train_cmd.main(falling(out, "--report-to", "all"))
+    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=store)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "falling"
+    window = json.loads((out / "training_args.json").read_text())["window"]
+    assert run.data.params["lr"] == "0.03" and run.data.params["window.max_length"] == str(window["max_length"])
+    logged = {
+        "eval/f1": evaluations(out),
+        "train/loss": [(row["step"], row["loss"]) for row in train_log(out) if "loss" in row],
+    }
+    events = EventAccumulator(str(out / "runs"))
+    events.Reload()
+    for name, expected in logged.items():
+        in_mlflow = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+        in_tensorboard = [(event.step, event.value) for event in events.Scalars(name)]
+        for found in (in_mlflow, in_tensorboard):
+            assert [step for step, _ in found] == [step for step, _ in expected], name
+            assert [value for _, value in found] == pytest.approx([value for _, value in expected]), name
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from qa.train.metric_logging import MLflowLogger
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    out = tmp_path / "out"
+    out.mkdir()
+    record = {"step": 2, "epoch": 0.5, "loss": 1.5, "grad_norm": None, "lr": 1e-4, "windows_per_s": 3.0}
+    first = MLflowLogger(out, {"lr": 1e-4, "window": {"max_length": 64}})
+    first.start(resumed_at=None)
+    first.log(record)
+    first.close()
+    again = MLflowLogger(out, {"lr": 1e-4, "window": {"max_length": 64}})
+    again.start(resumed_at=2)
+    again.log({**record, "step": 4, "loss": 1.0})
+    again.close()
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("squad-qa").experiment_id])
+    assert len(runs) == 1  # continued, not a second run
+    history = sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "train/loss"))
+    assert history == [(2, 1.5), (4, 1.0)]
+    assert "train/grad_norm" not in runs[0].data.metrics  # an absent value is left out, not logged as 0

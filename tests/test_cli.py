@@ -219,7 +219,7 @@ def test_bad_config_files_are_one_line(tmp_path, capsys, settings, fragment):
     [
         ({"metric_for_best_model": "loss"}, "'metric_for_best_model' must be one of f1, exact_match, got 'loss'"),
         ({"eval_strategy": "sometimes"}, "'eval_strategy' must be one of no, steps, epoch, got 'sometimes'"),
-        ({"report_to": "wandb"}, "'report_to' must be one of none, tensorboard, got 'wandb'"),
+        ({"report_to": "wandb"}, "'report_to' must be one of none, tensorboard, mlflow, all, got 'wandb'"),
         ({"precision": "int8"}, "'precision' must be one of auto, fp32, bf16, fp16, got 'int8'"),
         ({"max_steps": 6.0}, "'max_steps' must be an integer, got 6.0"),
     ],

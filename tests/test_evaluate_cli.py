@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, write_squad_json
+from helpers import REPO_ROOT, SQUAD_ARTICLES, write_squad_json
 
 from qa.commands import evaluate as evaluate_cmd
 
@@ -264,3 +264,30 @@ def test_distractors_read_each_question_with_other_paragraphs_of_its_article(arr
     assert sets == distractor_sets(load_examples(file=str(data), for_training=False), 2)  # seeded
     for item in sets:
         assert len(set(item.question.passages)) == 3 and item.question.passages[item.gold_passage] in (broncos, *others)
+
+
+@pytest.mark.slow
+def test_torchrun_evaluation_with_distractors_matches_one_process(arranged_model_dir, tmp_path):
+    import os
+
+    # One article of every paragraph: each question is read with one other paragraph.
+    merged = [{"title": "All", "paragraphs": [p for article in SQUAD_ARTICLES for p in article["paragraphs"]]}]
+    data = write_squad_json(tmp_path / "dev.json", merged)
+    single, double = tmp_path / "single", tmp_path / "double"
+    common = ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--distractors", "1"]
+    common += ["--max-length", "64", "--stride", "16", "--no-progress"]
+    evaluate_cmd.main([*common, "--output-dir", str(single)])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    result = subprocess.run(
+        [*torchrun, "evaluate.py", *common, "--output-dir", str(double)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((double / "predictions.json").read_text()) == json.loads(
+        (single / "predictions.json").read_text()
+    )
+    assert json.loads((double / "metrics.json").read_text()) == json.loads((single / "metrics.json").read_text())

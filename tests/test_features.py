@@ -333,5 +333,3 @@ def test_training_windows_record_their_example_across_tokenising_chunks(bert_tok
         for i in range(5)
     ]
     assert windows.window_example.tolist() == [i for i, count in enumerate(per_example) for _ in range(count)]
-    grouped = windows.with_groups([0, 0, 1, 1, 1])
-    assert grouped.groups.tolist() == [[0, 0, 1, 1, 1][i] for i in windows.window_example]

@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         )
     shutdown(reader.runtime)
     metrics = evaluation.metrics if evaluation is not None else None
-    if metrics is not None and config.decode.null_threshold is None and reader.has_null_threshold:
-        _say_if_the_stored_threshold_declines_most(output_dir, reader.settings.decode.null_threshold)
+    stored_threshold = reader.settings.decode.null_threshold if config.decode.null_threshold is None else None
+    if metrics is not None and stored_threshold is not None:
+        _say_if_the_stored_threshold_declines_most(output_dir, stored_threshold)
     if metrics is not None:
         print(
             f"{summary_line(metrics)}  ({metrics['num_examples']} examples, {metrics['num_windows']} windows; "

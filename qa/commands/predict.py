@@ -35,7 +35,7 @@ def read_question(config: PredictConfig) -> Question:
         question = check_text_field("question", config.question, from_command_line=True)
         if config.context is not None:
             context = check_text_field("context", config.context, from_command_line=True)
-        else:
+        elif config.context_file is not None:
             context = check_text_field("context", _read_context_file(config.context_file))
     except QuestionProblem as problem:
         flag = "--context-file" if problem.field == "context" and config.context_file else f"--{problem.field}"
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     if config.input_file is not None:
         if config.question or config.context or config.context_file:
             raise QAError("--input cannot be combined with --question / --context / --context-file")
-        _answer_input(config)
+        _answer_input(config, config.input_file)
         return []
     question = read_question(config)
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
     return results
 
 
-def _answer_input(config: PredictConfig) -> None:
+def _answer_input(config: PredictConfig, source: str) -> None:
     """--input FILE (or - for standard input): every non-blank line gets one JSON line, in order, written
     chunk by chunk to standard output or --output (`qa.eval.streaming`); nothing is held whole."""
     from qa.eval.answering import load_reader
@@ -99,16 +99,16 @@ def _answer_input(config: PredictConfig) -> None:
 
     # A file is checked whole before the model loads: a bad line is refused before any work or output.
     # Standard input is checked as it comes, chunk by chunk.
-    total = count_questions(config.input_file, read) if config.input_file != "-" else None
+    total = count_questions(source, read) if source != "-" else None
     if total == 0:
-        raise QAError(f"{config.input_file}: no questions in the file")
+        raise QAError(f"{source}: no questions in the file")
     reader = load_reader(
         config.ckpt, config.window, config.decode, config.batch_size, config.precision, config.max_batch_tokens
     )
     try:
         answer_stream(
             reader,
-            config.input_file,
+            source,
             read,
             chunk_size=config.chunk_size,
             output=config.output,

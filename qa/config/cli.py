@@ -17,15 +17,29 @@ from __future__ import annotations
 
 import argparse
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from qa.config.settings import field_flag, flag, raise_problems
 from qa.errors import QAError
 from qa.files import read_json_object, read_training_args
 
-Config = TypeVar("Config")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+
+class CommandConfig(Protocol):
+    """A command's flags: a dataclass that lists its own invalid values."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def problems(self) -> list[str]: ...
+
+
+Config = TypeVar("Config", bound=CommandConfig)
+Settings = TypeVar("Settings", bound="DataclassInstance")
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -63,7 +77,7 @@ def _default_of(item: Any) -> Any:
 
 def add_flags(
     parser: argparse.ArgumentParser,
-    config_class: type,
+    config_class: type[DataclassInstance],
     as_trained: bool = False,
     target: Any = None,
     only_given: bool = False,
@@ -79,7 +93,7 @@ def add_flags(
         if "group" in metadata:
             target = parser.add_argument_group(metadata["group"])
         annotation = hints[item.name]
-        if is_dataclass(annotation):
+        if isinstance(annotation, type) and is_dataclass(annotation):
             add_flags(parser, annotation, as_trained or metadata.get("as_trained", False), target, only_given)
         else:
             _add_flag(target, item.name, annotation, _default_of(item), metadata, as_trained, only_given)
@@ -150,7 +164,7 @@ def run_qa_aliases(config_class: type) -> list[tuple[str, str]]:
     return table
 
 
-def build_config(config_class: type[Config], values: dict[str, Any], **nested: Any) -> Config:
+def build_config(config_class: type[Settings], values: dict[str, Any], **nested: Any) -> Settings:
     """The config from parsed values; ``nested`` gives ready-made nested settings."""
     hints = typing.get_type_hints(config_class)
     arguments = {}
@@ -158,14 +172,14 @@ def build_config(config_class: type[Config], values: dict[str, Any], **nested: A
         annotation = hints[item.name]
         if item.name in nested:
             arguments[item.name] = nested[item.name]
-        elif is_dataclass(annotation):
+        elif isinstance(annotation, type) and is_dataclass(annotation):
             arguments[item.name] = build_config(annotation, values)
         elif item.name in values:
             arguments[item.name] = values[item.name]
     return config_class(**arguments)
 
 
-def given_flags(config_class: type, argv: list[str] | None) -> set[str]:
+def given_flags(config_class: type[DataclassInstance], argv: list[str] | None) -> set[str]:
     """The fields whose flags appear on the command line (after a successful parse of the same argv)."""
     parser = argparse.ArgumentParser(add_help=False)
     add_flags(parser, config_class, only_given=True)
@@ -183,9 +197,9 @@ def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], ar
     if config_file is not None:
         from_file = settings_from_file(config_class, Path(config_file), given)
         # A flag given wins over the file, and so over the file's settings that would override what it says.
-        clears = getattr(config_class, "settings_cleared_by", None)
-        for name in given if clears else ():
-            for cleared in clears(name, values[name]):
+        clears: Callable[[str, Any], tuple[str, ...]] | None = getattr(config_class, "settings_cleared_by", None)
+        if clears is not None:
+            for cleared in (cleared for name in given for cleared in clears(name, values[name])):
                 if cleared not in given:
                     from_file.pop(cleared, None)
         values.update(from_file)
@@ -203,7 +217,7 @@ def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], ar
     return config
 
 
-def settings_as_trained(settings_class: type[Config], values: dict[str, Any]) -> Config:
+def settings_as_trained(settings_class: type[Settings], values: dict[str, Any]) -> Settings:
     """Settings from the flags given, else from the checkpoint's training_args.json, else the defaults."""
     trained_with = read_training_args(values.get("ckpt"))
     trained_with = trained_with.get("window", trained_with)  # older checkpoints kept the fields flat
@@ -214,7 +228,7 @@ def settings_as_trained(settings_class: type[Config], values: dict[str, Any]) ->
     return settings_class(**arguments)
 
 
-def settings_from_file(config_class: type, path: Path, given: set[str]) -> dict[str, Any]:
+def settings_from_file(config_class: type[DataclassInstance], path: Path, given: set[str]) -> dict[str, Any]:
     """The values a JSON settings file gives (``training_args.json`` of a run works as is), flattened as
     argparse gives them, without those the command line gives. Unknown keys and values of the wrong type
     are refused together in one error; fields marked ``replayed=False`` (--resume, --overwrite-output-dir:

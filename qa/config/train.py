@@ -30,7 +30,10 @@ from qa.files import DEFAULT_OUTPUT_DIR
 
 EVAL_STRATEGIES = ("no", "steps", "epoch")
 METRICS_FOR_BEST_MODEL = ("f1", "exact_match")
-REPORT_TO = ("none", "tensorboard")
+# Where train.py's metrics go besides train_log.jsonl (always written); "all": every back-end listed.
+REPORT_TO = ("none", "tensorboard", "mlflow", "all")
+# The package each back-end needs (optional: not in requirements.txt)
+REPORT_TO_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 
 
 @dataclass
@@ -185,7 +188,7 @@ class Output:
 
 @dataclass
 class EvalDuringTraining:
-    """When to evaluate, what "best" means, early stopping and TensorBoard."""
+    """When to evaluate, what "best" means, early stopping, and where the metrics go."""
 
     eval: bool = setting(
         True,
@@ -228,12 +231,21 @@ class EvalDuringTraining:
     )
     report_to: str = setting(
         "none",
-        "tensorboard: event files under OUTPUT_DIR/runs (loss, learning rate, gradient norm, windows/s, "
-        "every evaluation); needs pip install tensorboard",
+        "where the metrics (loss, learning rate, gradient norm, windows/s, every evaluation) go besides "
+        "OUTPUT_DIR/train_log.jsonl. tensorboard: event files under OUTPUT_DIR/runs (pip install tensorboard); "
+        "mlflow: a run in MLflow's tracking store (MLFLOW_TRACKING_URI, else MLflow's local default; the "
+        "experiment MLFLOW_EXPERIMENT_NAME, else squad-qa; pip install mlflow); all: both",
         choices=REPORT_TO,
         run_qa=("--report_to",),
         run_qa_switches={"--with_tracking": "tensorboard"},
     )
+
+    @property
+    def metric_backends(self) -> list[str]:
+        """--report-to resolved to the back-ends it names (besides train_log.jsonl, always written)."""
+        if self.report_to == "all":
+            return list(REPORT_TO_PACKAGES)
+        return [self.report_to] if self.report_to in REPORT_TO_PACKAGES else []
 
 
 @dataclass
@@ -304,10 +316,12 @@ class TrainConfig(Distillation, EvalDuringTraining, Output, Hardware, Optimisati
     def evaluation_problems(self) -> Problems:
         problems = Problems(self.decode.problems())
         problems.positive(self, "eval_batch_size", "eval_steps", "early_stopping_patience", optional=True)
-        problems.need(
-            self.report_to != "tensorboard" or importlib.util.find_spec("tensorboard") is not None,
-            "--report-to tensorboard needs the tensorboard package: pip install tensorboard",
-        )
+        for backend in self.metric_backends:
+            package = REPORT_TO_PACKAGES[backend]
+            problems.need(
+                importlib.util.find_spec(package) is not None,
+                f"--report-to {self.report_to} needs the {package} package: pip install {package}",
+            )
         problems.finite(self, "early_stopping_threshold")
         problems.need(self.early_stopping_threshold >= 0, "--early-stopping-threshold must be >= 0")
         schedule = self.evaluation_schedule

@@ -4,6 +4,7 @@ its own longest window."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,9 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int, max_tokens: int 
 def token_bounded_parts(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Positions 0..n-1 of a batch split, in order, into parts padded to at most ``max_tokens`` tokens
     each (one window at least): a training micro-batch of long windows run in parts."""
-    parts, current, longest = [], [], 0
+    parts: list[np.ndarray] = []
+    current: list[int] = []
+    longest = 0
     for position, length in enumerate(np.asarray(lengths)):
         widest = max(longest, int(length))
         if current and padded_length(widest) * (len(current) + 1) > max_tokens:
@@ -120,7 +123,9 @@ def group_batches(
         chunk = max(1, batch_size * MEGABATCH_FACTOR // max(1, int(len(groups) / len(members))))
         parts = np.split(order, range(chunk, len(order), chunk))
         order = np.concatenate([part[np.argsort(-longest[part], kind="stable")] for part in parts])
-    batches, current, size = [], [], 0
+    batches: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    size = 0
     for index in order:
         if current and size + len(members[index]) > batch_size:
             batches.append(np.concatenate(current))
@@ -156,14 +161,14 @@ class WindowCollator:
         self.starts = windows.starts
         self.pad_token_id = pad_token_id
 
-    def __call__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        indices = np.asarray(indices, dtype=np.int64)
+    def __call__(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
         windows = self.windows
         batch = collate_windows(
-            windows.input_ids, windows.token_type_ids, self.starts, windows.lengths, indices, self.pad_token_id
+            windows.input_ids, windows.token_type_ids, self.starts, windows.lengths, rows, self.pad_token_id
         )
-        batch["start_positions"] = torch.from_numpy(windows.start_positions[indices])
-        batch["end_positions"] = torch.from_numpy(windows.end_positions[indices])
+        batch["start_positions"] = torch.from_numpy(windows.start_positions[rows])
+        batch["end_positions"] = torch.from_numpy(windows.end_positions[rows])
         if windows.groups is not None:
-            batch[GROUP_KEY] = torch.from_numpy(windows.groups[indices])
+            batch[GROUP_KEY] = torch.from_numpy(windows.groups[rows])
         return batch

@@ -10,7 +10,7 @@ import numpy as np
 
 from qa.errors import QAError
 
-NO_ANSWER = {"text": [], "answer_start": []}
+NO_ANSWER: dict[str, list[Any]] = {"text": [], "answer_start": []}
 
 
 def check_titles(titles: list[str], flag: str) -> None:

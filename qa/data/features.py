@@ -32,8 +32,8 @@ def prepare_train_features(
     cls_token_id = tokenizer.cls_token_id
     start_positions: list[int] = []
     end_positions: list[int] = []
-    for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
-        input_ids = encoded["input_ids"][window]
+    for row, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
+        input_ids = encoded["input_ids"][row]
         # "Not in this window" is labelled at the CLS token wherever the tokenizer puts it (XLNet: last).
         cls_index = input_ids.index(cls_token_id) if cls_token_id in input_ids else 0
         answers = examples["answers"][example_index]
@@ -43,9 +43,7 @@ def prepare_train_features(
             answer_start, answer_end = _strip_span(
                 context, answers["answer_start"][0], answers["answer_start"][0] + len(answers["text"][0])
             )
-            offsets = context_offsets(
-                context, encoded["offset_mapping"][window], encoded.sequence_ids(window), context_index
-            )
+            offsets = context_offsets(context, encoded["offset_mapping"][row], encoded.sequence_ids(row), context_index)
             span = covering_token_span(offsets, answer_start, answer_end)
         start, end = span if span is not None else (cls_index, cls_index)
         start_positions.append(start)
@@ -69,10 +67,10 @@ def prepare_eval_features(
     encoded, context_index = _encode_windows(examples, tokenizer, window)
     example_ids: list[str] = []
     offset_mapping: list[list[tuple[int, int] | None]] = []
-    for window, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
+    for row, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
         context = examples["context"][example_index]
         offset_mapping.append(
-            context_offsets(context, encoded["offset_mapping"][window], encoded.sequence_ids(window), context_index)
+            context_offsets(context, encoded["offset_mapping"][row], encoded.sequence_ids(row), context_index)
         )
         example_ids.append(examples["id"][example_index])
     features = _model_inputs(encoded, tokenizer)
@@ -128,11 +126,12 @@ def covering_token_span(
     token that ends at or after the answer's last character (the last of several sharing that end).
     Returns None when the window's context does not hold the whole answer.
     """
-    positions = [index for index, offset in enumerate(offsets) if offset is not None]
-    if not positions:
+    located = [(index, offset) for index, offset in enumerate(offsets) if offset is not None]
+    if not located:
         return None
-    starts = [offsets[index][0] for index in positions]
-    ends = [offsets[index][1] for index in positions]
+    positions = [index for index, _ in located]
+    starts = [offset[0] for _, offset in located]
+    ends = [offset[1] for _, offset in located]
     if starts[0] > answer_start or ends[-1] < answer_end:
         return None
     # Exact offsets are non-decreasing along the context, so bisection finds both ends.

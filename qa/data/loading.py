@@ -77,7 +77,7 @@ def load_training_examples(
     """Training examples from the union of ``files`` (ids unique across them), else the hub's train split."""
     if not files:
         return load_examples(dataset, "train", None, for_training=True, max_samples=max_samples)
-    merged: dict[str, list[Any]] | None = None
+    merged: dict[str, list[Any]] = {}
     first_file_of: dict[str, str] = {}
     for file in files:
         columns = _load_columns(dataset, "train", file, for_training=True)
@@ -85,7 +85,7 @@ def load_training_examples(
             if example_id in first_file_of:
                 raise record_error(str(file), example_id, "id", f"duplicate id (also in {first_file_of[example_id]})")
             first_file_of[example_id] = str(file)
-        merged = columns if merged is None else {name: merged[name] + columns[name] for name in merged}
+        merged = {name: merged[name] + columns[name] for name in merged} if merged else columns
     return _as_dataset(merged, max_samples)
 
 
@@ -258,16 +258,16 @@ def validate_records(
             record_id = str(record_id)
         if not isinstance(record_id, str) or not record_id.strip():
             raise record_error(source, label, "id", "must be a non-empty string")
-        if label_problem(record_id):
-            raise record_error(source, label, "id", label_problem(record_id))
+        if problem := label_problem(record_id):
+            raise record_error(source, label, "id", problem)
         label = record_id
         for field in ("question", "context"):
             problem = text_problem(record[field])
             if problem:
                 raise record_error(source, label, field, problem)
         title = record.get("title")
-        if isinstance(title, str) and label_problem(title):
-            raise record_error(source, label, "title", label_problem(title))
+        if isinstance(title, str) and (problem := label_problem(title)):
+            raise record_error(source, label, "title", problem)
         if record_id in seen_ids:
             raise record_error(source, label, "id", "duplicate id (also used by an earlier record)")
         seen_ids[record_id] = label
@@ -328,8 +328,8 @@ def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[st
     for text in texts:
         if not isinstance(text, str) or not text.strip():
             raise record_error(source, label, "answers.text", "must be a non-empty string")
-        if label_problem(text):
-            raise record_error(source, label, "answers.text", label_problem(text))
+        if problem := label_problem(text):
+            raise record_error(source, label, "answers.text", problem)
     clean_starts = []
     for start in starts:
         if isinstance(start, str) and start.strip().lstrip("-").isdigit():

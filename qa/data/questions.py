@@ -29,8 +29,8 @@ class QuestionRequest(BaseModel):
     context: str = Field(  # type: ignore[assignment]
         None, min_length=1, description="the passage to answer from; must hold a visible character"
     )
-    contexts: list[str] = Field(  # type: ignore[assignment]
-        None,
+    contexts: list[str] = Field(
+        None,  # type: ignore[arg-type]
         min_length=1,
         description="instead of context: several passages; the answers come from any of them, each with its passage",
     )
@@ -123,8 +123,8 @@ def question_from_json(
         if isinstance(given_id, bool) or not isinstance(given_id, str | int):
             raise QuestionProblem("id", f"must be a string or an integer, got {given_id!r}")
         given_id = str(given_id)
-        if label_problem(given_id):
-            raise QuestionProblem("id", label_problem(given_id))
+        if problem := label_problem(given_id):
+            raise QuestionProblem("id", problem)
     top_k = item.get("top_k", default_top_k)
     if isinstance(top_k, float) and top_k.is_integer():
         top_k = int(top_k)  # JSON does not tell 2 from 2.0, and JSON Schema counts both as integers

@@ -61,9 +61,6 @@ class TrainWindows(_RaggedWindows):
     # train.py --distractors: the question each window belongs to (its shared normalisation); None: none
     groups: np.ndarray | None = None
 
-    def with_groups(self, example_groups: np.ndarray) -> TrainWindows:
-        return replace(self, groups=np.asarray(example_groups)[self.window_example])
-
     def subset(self, kept: np.ndarray) -> TrainWindows:
         """Only the windows ``kept`` (indices, in order)."""
         kept = np.asarray(kept, dtype=np.int64)
@@ -181,11 +178,13 @@ def build_train_windows(
         parts["lengths"].append(np.array([len(ids) for ids in features["input_ids"]], dtype=np.int32))
         parts["start_positions"].append(np.array(features["start_positions"], dtype=np.int64))
         parts["end_positions"].append(np.array(features["end_positions"], dtype=np.int64))
-    arrays = {name: (np.concatenate(chunks) if chunks else None) for name, chunks in parts.items()}
-    windows = TrainWindows(**arrays)
+    arrays = {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}
+    token_types = arrays.get("token_type_ids")  # absent when the model takes no token types
+    windows = TrainWindows(
+        **{name: array for name, array in arrays.items() if name != "token_type_ids"}, token_type_ids=token_types
+    )
     if cache_file is not None:
-        stored = {name: value for name, value in arrays.items() if value is not None}
-        _atomic_savez(cache_file, stored)
+        _atomic_savez(cache_file, arrays)
     return windows
 
 
@@ -288,4 +287,6 @@ def _cache_key(columns: dict[str, list[Any]], tokenizer: Any, window: WindowSett
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary, temporary.open("wb") as handle:
-        np.savez(handle, **arrays)  # a file object: np.savez would add .npz to a path
+        # A file object: np.savez would add .npz to a path. (Its stubs type **arrays as if one could
+        # be named allow_pickle.)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,8 +23,11 @@ from qa.eval.evaluator import AnswerSettings, answer_examples
 from qa.eval.responses import answers_json, passage_answers_json
 from qa.files import DEFAULT_OUTPUT_DIR
 from qa.model.carried import Carried, with_stored_threshold
-from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
+from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
 from qa.model.runtime import Runtime, inference_batch_size, precision_note, setup_runtime
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -32,8 +35,8 @@ class Reader:
     """A loaded QA model with everything needed to answer questions with it."""
 
     checkpoint: str
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     runtime: Runtime
     settings: AnswerSettings
 
@@ -43,7 +46,8 @@ class Reader:
 
     def answer(self, questions: list[Question]) -> list[list[dict[str, Any]]]:
         """The best ``question.top_k`` answers of every question, as JSON objects. A question with several
-        passages is one row per passage in the same batched pass (each passage tokenised once)."""
+        passages is one row per passage in the same batched pass (each passage tokenised once). Under
+        torchrun every rank shares the work and rank 0 gets every answer (the others: an empty list)."""
         # Positions, not the askers' ids, key the rows: ids may repeat and every question is answered.
         rows = [(index, passage) for index, item in enumerate(questions) for passage in item.passages]
         columns = {
@@ -52,6 +56,8 @@ class Reader:
             "context": [passage for _, passage in rows],
         }
         predictions = answer_examples(self.model, self.tokenizer, columns, self.settings, self.runtime, with_nbest=True)
+        if predictions is None:  # a rank other than 0
+            return []
         threshold, calibrator = self.settings.decode.null_threshold, self.settings.calibrator
         results, begin = [], 0
         for item in questions:
@@ -90,7 +96,7 @@ def load_reader(
     check_checkpoint(checkpoint, window)
     runtime = setup_runtime(precision, for_inference=True)
     dtype = torch.bfloat16 if runtime.bf16_weights else None
-    model = load_qa_model(checkpoint, require_qa_head=True, dtype=dtype).to(runtime.device)
+    model = on_device(load_qa_model(checkpoint, require_qa_head=True, dtype=dtype), runtime.device)
     tokenizer = load_tokenizer(checkpoint)
     if runtime.is_main:  # once the model loaded: a refused checkpoint stays a one-line error
         print(precision_note(runtime, precision), file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qa.data.windows import WindowLayout
 from qa.errors import QAError
 from qa.eval.calibration import (
     MIN_QUESTIONS_TO_FIT,
@@ -40,7 +41,7 @@ def evaluate_and_calibrate(
     stored or written, when it cannot be fitted or cannot rank); store it in the checkpoint; write the
     result files scored under it. Returns the evaluation (None on ranks other than 0)."""
     checkpoint, settings = reader.checkpoint, reader.settings
-    timings, layout = Timings(), []
+    timings, layout = Timings(), list[WindowLayout]()
     predictions = answer_examples(
         reader.model,
         reader.tokenizer,
@@ -62,7 +63,7 @@ def evaluate_and_calibrate(
 
     evaluation = scored()
     calibrator, problem = evaluation.calibration()
-    if problem is not None:
+    if calibrator is None:
         raise QAError(f"--calibrate: {problem}; nothing was stored or written")
     replaced: Calibrator | None = settings.calibrator
     in_use = "the stored calibrator's" if replaced is not None else "the model's own"
@@ -92,7 +93,7 @@ def _confidences(calibrator: Calibrator | None, log_probs: Any) -> Any:
 
 def _say_no_answer_fit(evaluation: Evaluation, calibrator: Calibrator, replaced: Calibrator | None) -> None:
     margins, no_answer = evaluation.null_margins, evaluation.no_answer_right
-    if margins is None:
+    if margins is None or no_answer is None:
         return
     if not calibrator.calibrates_no_answer:
         reason = no_answer_problem(no_answer) or "its fitted slope cannot rank abstentions"

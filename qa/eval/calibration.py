@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from qa.config.settings import DecodeSettings, WindowSettings
+
 MIN_QUESTIONS_TO_FIT = 200  # below this the fit says more about the sample than about the model
 CALIBRATION_BINS = 10
 # Raw scores that differ by less than this across the fitting questions carry no ranking to keep.
@@ -80,6 +82,8 @@ class Calibrator:
         return self.null_slope is not None and self.null_intercept is not None
 
     def no_answer_confidence(self, null_margin: float | np.ndarray) -> Any:
+        if self.null_slope is None or self.null_intercept is None:
+            raise ValueError("this calibrator was fitted without no-answer questions (see calibrates_no_answer)")
         return _sigmoid(self.null_slope * np.asarray(null_margin, dtype=np.float64) + self.null_intercept)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,8 +96,8 @@ class Calibrator:
             return None
         try:
             slope, intercept, fitted_on = float(value["slope"]), float(value["intercept"]), int(value["fitted_on"])
-            null = [value.get("null_slope"), value.get("null_intercept")]
-            null = [float(number) for number in null] if None not in null else [None, None]
+            null: list[float | None] = [value.get("null_slope"), value.get("null_intercept")]
+            null = [float(number) for number in null if number is not None] if None not in null else [None, None]
             null_fitted = int(value.get("null_fitted_on", 0))
             fitted_with = value.get("fitted_with")
             if fitted_with is not None:
@@ -114,7 +118,7 @@ class Calibrator:
         )
 
 
-def feature_settings(window: Any, decode: Any) -> dict[str, int]:
+def feature_settings(window: WindowSettings, decode: DecodeSettings) -> dict[str, int]:
     """What a span's probability depends on besides the model: the windows and the longest answer."""
     return {
         "max_length": window.max_length,
@@ -331,5 +335,5 @@ def risk_coverage(scores: np.ndarray, correct: np.ndarray) -> tuple[list[dict[st
     return points, float(accuracy.mean())
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def _sigmoid(z: np.ndarray | np.floating) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))

@@ -131,7 +131,7 @@ def decode_spans(
         if window < 0 or not np.isfinite(window_score[window]):
             predictions.append(Prediction(text="", start=0, end=0, score=None))
         else:
-            start_char, end_char = _char_span(offsets, start_top, end_top, window, int(window_best[window]))
+            start_char, end_char = _char_span(offsets, start_top, end_top, int(window), int(window_best[window]))
             predictions.append(
                 Prediction(
                     text=contexts[example][start_char:end_char],

@@ -15,6 +15,7 @@ from typing import Any
 
 from qa.data.distractors import article_paragraphs, check_titles, lone_questions, pick_distractors, question_rng
 from qa.data.questions import Question
+from qa.eval.answering import Reader
 from qa.eval.evaluator import write_result_files
 from qa.eval.metrics import squad_scores, v2_raw_scores
 from qa.files import METRICS_FILE, PREDICTIONS_FILE
@@ -55,10 +56,11 @@ def passage_accuracy(
     return 100.0 * right / max(len(pairs), 1)
 
 
-def evaluate_with_distractors(reader: Any, examples: Any, k: int, output_dir: Path) -> dict[str, Any]:
+def evaluate_with_distractors(reader: Reader, examples: Any, k: int, output_dir: Path) -> dict[str, Any] | None:
     """evaluate.py --distractors K: every question read with K other paragraphs of its article, scored
     with the official rules; its result files replace the whole set of an earlier evaluation there
-    (predictions.json and metrics.json; no n-best list or report, which describe single passages)."""
+    (predictions.json and metrics.json; no n-best list or report, which describe single passages). Returns
+    the metrics (None on ranks other than 0 under torchrun)."""
     sets = distractor_sets(examples, k)
     alone = lone_questions(list(examples["title"]), list(examples["context"]))
     if alone:
@@ -68,14 +70,17 @@ def evaluate_with_distractors(reader: Any, examples: Any, k: int, output_dir: Pa
             file=sys.stderr,
         )
     answers = reader.answer([item.question for item in sets])
-    predictions = {item.question.id: found[0]["answer"] for item, found in zip(sets, answers)}
+    if not reader.runtime.is_main:
+        return None
+    ids = [str(example_id) for example_id in examples["id"]]  # one set per example, in order
+    predictions = {question_id: found[0]["answer"] for question_id, found in zip(ids, answers)}
     golds = {str(i): list(gold["text"]) for i, gold in zip(examples["id"], examples["answers"])}
     if all(golds.values()):
         scores = squad_scores(predictions, golds)
     else:  # unanswerable questions: the v2.0 rules (an empty answer is right exactly for them)
         exact, f1 = v2_raw_scores(predictions, golds)
         scores = {"exact_match": 100.0 * sum(exact.values()) / len(exact), "f1": 100.0 * sum(f1.values()) / len(f1)}
-    answerable = [bool(golds[item.question.id]) for item in sets]
+    answerable = [bool(golds[question_id]) for question_id in ids]
     metrics = {
         **scores,
         "passage_accuracy": passage_accuracy(sets, answers, answerable),

@@ -189,7 +189,7 @@ def score_examples(
     ``keep_degenerate_threshold``: also where it cannot). ``with_report``: also ``report.json`` and
     ``report.html`` (`qa.eval.report`).
     """
-    timings, layout = Timings(), []
+    timings, layout = Timings(), list[WindowLayout]()
     predictions = answer_examples(
         model,
         tokenizer,
@@ -258,7 +258,7 @@ def score_answers(
         },
         "settings": asdict(settings),
     }
-    files = {PREDICTIONS_FILE: answers, METRICS_FILE: metrics}
+    files: dict[str, Any] = {PREDICTIONS_FILE: answers, METRICS_FILE: metrics}
     if na_probs is not None:
         files[NA_PROB_FILE] = na_probs
     if save_nbest:

@@ -68,9 +68,9 @@ def gather_logits(
         return start_flat, end_flat
     computed = ~np.isnan(start_flat)
     share = (np.flatnonzero(computed), start_flat[computed], end_flat[computed])
-    shares: list[Any] = [None] * runtime.world_size if runtime.is_main else None
+    shares: list[Any] | None = [None] * runtime.world_size if runtime.is_main else None
     torch.distributed.gather_object(share, shares, dst=0)
-    if not runtime.is_main:
+    if shares is None:  # not rank 0
         return None
     merged_start = np.full_like(start_flat, np.nan)
     merged_end = np.full_like(end_flat, np.nan)

@@ -13,10 +13,13 @@ import re
 import string
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -183,7 +186,7 @@ def squad_v2_scores(
 
 
 def best_null_threshold(
-    null_minus_best: Sequence[float], f1_answered: Sequence[float], has_answer: Sequence[bool]
+    null_minus_best: ArrayLike, f1_answered: ArrayLike, has_answer: ArrayLike
 ) -> tuple[float, float]:
     """The threshold on null score − best span score that maximises F1 (answer iff the difference <= it).
 

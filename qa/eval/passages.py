@@ -41,7 +41,7 @@ def merge_passages(
     known = [normalizer for normalizer in normalizers if normalizer is not None]
     total = float(np.logaddexp.reduce(known)) if known else None
     spans = [
-        PassageCandidate(candidate, passage, prediction, candidate.score - total)
+        PassageCandidate(candidate, passage, prediction, candidate.score - total if total is not None else None)
         for passage, prediction in enumerate(predictions)
         for candidate in prediction.nbest
         if candidate.log_prob is not None

@@ -163,6 +163,8 @@ def _confident_errors(inputs: ReportInputs) -> list[dict[str, Any]]:
 
 def _threshold_curve(inputs: ReportInputs, points: int = 41) -> list[dict[str, float]]:
     """SQuAD v2 F1 against the null threshold: answer a question iff null - best span <= threshold."""
+    if inputs.null_differences is None or inputs.span_f1 is None:
+        return []
     differences = np.asarray(inputs.null_differences, dtype=np.float64)
     finite = differences[np.isfinite(differences)]
     if not len(finite):

@@ -56,7 +56,8 @@ def _score_v2(
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
     """The official v2.0 metrics, the F1-best null threshold, the answers and no-answer probabilities."""
     differences = np.array(
-        [p.null_score - p.score if p.score is not None else np.inf for p in predictions], dtype=np.float64
+        [p.null_score - p.score if p.score is not None and p.null_score is not None else np.inf for p in predictions],
+        dtype=np.float64,
     )
     has_answer = [bool(golds[i]) for i in example_ids]
     _, span_f1 = v2_raw_scores({example_id: p.text for example_id, p in zip(example_ids, predictions)}, golds)
@@ -71,7 +72,7 @@ def _score_v2(
     answers = {example_id: p.answer for example_id, p in zip(example_ids, predictions)}
     probabilities = no_answer_probabilities(differences, threshold, np.array([p.answer == "" for p in predictions]))
     na_probs = {example_id: float(p) for example_id, p in zip(example_ids, probabilities)}
-    scores = squad_v2_scores(answers, golds, na_probs)
+    scores: dict[str, Any] = squad_v2_scores(answers, golds, na_probs)
     scores.update(null_threshold=threshold, best_null_threshold=best_threshold, best_null_threshold_f1=best_f1)
     return scores, answers, na_probs
 

@@ -29,7 +29,7 @@ from qa.data.questions import Question, QuestionProblem
 from qa.errors import QAError
 from qa.eval.responses import shape_answers
 from qa.files import json_line, read_json_object, write_json
-from qa.model.runtime import barrier
+from qa.model.runtime import Runtime, barrier
 from qa.text import BOM, jsonl_record
 
 PROGRESS_VERSION = 1
@@ -255,14 +255,15 @@ def _rounds(chunks: Iterator[Chunk], world_size: int, done: Progress) -> Iterato
         yield current
 
 
-def _gather(runtime: Any, lines: list[str] | None) -> list[list[str] | None]:
+def _gather(runtime: Runtime, lines: list[str] | None) -> list[list[str] | None]:
+    """Every rank's lines of a round, on rank 0 (empty on the others)."""
     if not runtime.distributed:
         return [lines]
     import torch
 
-    everyone: list[Any] = [None] * runtime.world_size if runtime.is_main else None
+    everyone: list[Any] | None = [None] * runtime.world_size if runtime.is_main else None
     torch.distributed.gather_object(lines, everyone, dst=0)
-    return everyone
+    return everyone or []
 
 
 def _check_output(output: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> Progress:
@@ -312,30 +313,32 @@ class _Sink:
     """Rank 0's writer: standard output, or an --output file with its progress record."""
 
     def __init__(self, output: Path | None, progress: Progress) -> None:
-        self.output, self.progress = output, progress
-        self.handle = output.open("ab") if output is not None else None
+        self.progress = progress
+        self.file = (output, output.open("ab")) if output is not None else None
 
     def write(self, chunk: Chunk, lines: list[str] | None) -> None:
         text = "".join(lines or [])
-        if self.handle is None:
+        if self.file is None:
             sys.stdout.write(text)
             sys.stdout.flush()
             return
+        output, handle = self.file
         data = text.encode("utf-8")
-        self.handle.write(data)
-        self.handle.flush()
-        os.fsync(self.handle.fileno())  # on disk before the progress record says so
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the progress record says so
         self.progress.questions_done += len(chunk.questions)
         self.progress.chunks_done = chunk.index + 1
         self.progress.output_bytes += len(data)
         self.progress.input_digest = chunk.digest
-        write_json(progress_path(self.output), asdict(self.progress))
+        write_json(progress_path(output), asdict(self.progress))
 
     def finish(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
+        if self.file is not None:
+            output, handle = self.file
+            handle.close()
             self.progress.complete = True
-            write_json(progress_path(self.output), asdict(self.progress))
+            write_json(progress_path(output), asdict(self.progress))
 
 
 def _progress_bar(enabled: bool, total: int | None, initial: int) -> Any:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qa.config.settings import WindowSettings
 from qa.errors import QAError
 from qa.hub import hub_unreachable, unreachable_note
+
+if TYPE_CHECKING:  # transformers is imported when a model is loaded, not when the command line is read
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 # Any one of these makes a directory's tokenizer loadable as what it was trained with.
 # XLNet's QA class is XLNetForQuestionAnsweringSimple: a suffix test would refuse it.
@@ -32,7 +36,7 @@ def _quiet_transformers() -> None:
     transformers_logging.set_verbosity_error()
 
 
-def load_tokenizer(name_or_path: str) -> Any:
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """The model's fast tokenizer, giving exactly the inputs the model's forward pass takes."""
     from transformers import AutoTokenizer
 
@@ -65,13 +69,14 @@ def load_tokenizer(name_or_path: str) -> Any:
     return tokenizer
 
 
-def qa_model_class(config: Any) -> Any:
+def qa_model_class(config: PretrainedConfig) -> type[PreTrainedModel]:
     """The question-answering class of this config's family, whatever its name ends with
     (XLNet's is ``XLNetForQuestionAnsweringSimple``)."""
     from transformers import AutoModelForQuestionAnswering
 
+    mapping: Any = AutoModelForQuestionAnswering._model_mapping  # a class per config class
     try:
-        return AutoModelForQuestionAnswering._model_mapping[type(config)]
+        return mapping[type(config)]
     except KeyError:
         raise QAError(
             f"{getattr(config, 'model_type', type(config).__name__)} models have no question-answering class "
@@ -79,12 +84,12 @@ def qa_model_class(config: Any) -> Any:
         ) from None
 
 
-def model_inputs(config: Any) -> set[str]:
+def model_inputs(config: PretrainedConfig) -> set[str]:
     """The arguments of the QA model's forward pass."""
     return set(inspect.signature(qa_model_class(config).forward).parameters)
 
 
-def position_limit(config: Any) -> int | None:
+def position_limit(config: PretrainedConfig) -> int | None:
     """The longest window the model takes, by its own rules; None: no limit.
 
     A model whose position ids start after the padding index (RoBERTa, XLM-R, CamemBERT, MPNet,
@@ -109,7 +114,7 @@ def position_limit(config: Any) -> int | None:
     return limit
 
 
-def load_config(name_or_path: str) -> Any:
+def load_config(name_or_path: str) -> PretrainedConfig:
     from transformers import AutoConfig
 
     _quiet_transformers()
@@ -120,7 +125,7 @@ def load_config(name_or_path: str) -> Any:
         raise QAError(_load_problem(name_or_path, "model", error)) from None
 
 
-def check_model_fits(name_or_path: str, window: WindowSettings) -> Any:
+def check_model_fits(name_or_path: str, window: WindowSettings) -> PretrainedConfig:
     """Refuse window settings the model cannot take, before any work; returns the model config."""
     config = load_config(name_or_path)
     limit = position_limit(config)
@@ -130,7 +135,7 @@ def check_model_fits(name_or_path: str, window: WindowSettings) -> Any:
     return config
 
 
-def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: Any = None) -> Any:
+def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """An `AutoModelForQuestionAnswering`; with ``require_qa_head`` the checkpoint must be a complete QA model.
     ``dtype`` (say torch.bfloat16): the weights are loaded in it, not in fp32 and cast afterwards."""
     from transformers import AutoModelForQuestionAnswering
@@ -143,8 +148,11 @@ def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: Any = None
             f"{name_or_path}: not a question-answering model (architectures: {', '.join(architectures) or 'none'}); "
             "fine-tune it with train.py first"
         )
+    # Typed at this function's boundary: transformers' annotations of from_pretrained's keyword arguments
+    # (and of its (model, info) return with output_loading_info) do not check as called here.
+    auto: Any = AutoModelForQuestionAnswering
     try:
-        model, info = AutoModelForQuestionAnswering.from_pretrained(
+        model, info = auto.from_pretrained(
             name_or_path, config=config, output_loading_info=True, **({"dtype": dtype} if dtype is not None else {})
         )
     except Exception as error:  # truncated or foreign weight files raise many types
@@ -156,6 +164,12 @@ def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: Any = None
             shown = ", ".join(broken[:4]) + (f" and {len(broken) - 4} more" if len(broken) > 4 else "")
             raise QAError(f"{name_or_path}: the weights lack or mis-shape {shown}; the checkpoint is incomplete")
     return model
+
+
+def on_device(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    """``model.to(device)``, typed: transformers' wrapper of ``to`` hides its signature from type checkers."""
+    movable: Any = model
+    return movable.to(device)
 
 
 def _check_local_directory(name_or_path: str) -> None:

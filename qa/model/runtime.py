@@ -7,6 +7,7 @@ import ctypes
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def autocast(self) -> Any:
+    def autocast(self) -> AbstractContextManager[Any]:
         """One autocast context for every precision: a no-op for fp32."""
         if self.precision == "fp32" or self.bf16_weights:
             return contextlib.nullcontext()

@@ -53,7 +53,7 @@ def shrink_to_layers(model: torch.nn.Module, keep: int, model_name: str) -> list
     for position, layer in enumerate(kept):
         for module in layer.modules():  # attention caches are keyed by the layer's position
             if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = position
+                module.layer_idx = position  # type: ignore[assignment]  # stubs: a Module attribute is a Tensor or Module
     setattr(owner, attribute, kept)
     for key in LAYER_COUNT_KEYS:
         if isinstance(getattr(model.config, key, None), int):

@@ -157,5 +157,5 @@ def build_app(reader: Any, config: PredictConfig) -> Any:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app

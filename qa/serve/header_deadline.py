@@ -84,6 +84,8 @@ def header_deadline_protocol(read_timeout_s: float) -> type[asyncio.Protocol]:
             """A request was read whole: end the shadow's cycle (its response is uvicorn's business)
             so that the next request head is watched too; a connection to be closed is not."""
             shadow = self.shadow
+            if shadow is None:  # given up on already
+                return
             shadow.send(h11.Response(status_code=204, headers=[]))
             shadow.send(h11.EndOfMessage())
             if shadow.our_state is h11.DONE and shadow.their_state is h11.DONE:

@@ -20,6 +20,7 @@ went away or timed out are dropped before inference. The API's OpenAPI schema is
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import sys
@@ -95,7 +96,7 @@ def make_server(app: Any, config: PredictConfig) -> Any:
             http=header_deadline_protocol(config.read_timeout_s),
             log_level="warning",
             # Every request ends within its read and answer limits, so a drain ends within their sum.
-            timeout_graceful_shutdown=config.read_timeout_s + config.answer_timeout_s + 5,
+            timeout_graceful_shutdown=math.ceil(config.read_timeout_s + config.answer_timeout_s) + 5,
             limit_concurrency=config.max_queue + 64,  # connections beyond this get 503 from uvicorn itself
         )
     )

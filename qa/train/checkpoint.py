@@ -20,7 +20,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from qa.files import (
     EVALUATION_FILES,
     LOCK_FILE,
     LOG_FILE,
+    MLFLOW_RUN_FILE,
     MODEL_CARD_FILE,
     MODEL_CARD_TAG,
     STATE_FILE,
@@ -47,7 +48,7 @@ RUN_FILES = (LOG_FILE, *EVALUATION_FILES)
 
 
 def rng_states() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple[Any, ...], np.random.get_state())  # the legacy tuple: legacy=True by default
     return {
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "rest": list(numpy_state[2:])},
@@ -155,7 +156,7 @@ def _cleaned_up_on_failure(temporary: Path, what: str, output_dir: Path) -> Iter
         raise
 
 
-def _is_disk_full(error: BaseException) -> bool:
+def _is_disk_full(error: BaseException | None) -> bool:
     """torch.save and safetensors wrap the OSError; look through the chain and the message."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -217,7 +218,8 @@ def clear_run(output_dir: Path, tokenizer_files: list[str]) -> None:
     """Delete what train.py writes into ``output_dir`` (nothing else: it may be a user's directory)."""
     if not output_dir.is_dir():
         return
-    names = {"config.json", "model.safetensors", TRAINING_ARGS_FILE, CURVES_FILE, *RUN_FILES, *tokenizer_files}
+    names = {"config.json", "model.safetensors", TRAINING_ARGS_FILE, CURVES_FILE, MLFLOW_RUN_FILE, *RUN_FILES}
+    names.update(tokenizer_files)
     for path in output_dir.iterdir():
         if CHECKPOINT_PATTERN.match(path.name) and path.is_dir():
             retire(path)

@@ -17,10 +17,10 @@ class Teacher:
     """A fine-tuned QA model that gives soft targets for the student's windows."""
 
     def __init__(self, name_or_path: str, device: torch.device) -> None:
-        from qa.model.loading import load_qa_model
+        from qa.model.loading import load_qa_model, on_device
 
         self.name = name_or_path
-        self.model = load_qa_model(name_or_path, require_qa_head=True).to(device)
+        self.model = on_device(load_qa_model(name_or_path, require_qa_head=True), device)
         self.model.eval()
         self.model.requires_grad_(False)
 

@@ -25,7 +25,7 @@ from qa.data.batching import (
     training_batches,
 )
 from qa.data.windows import TrainWindows
-from qa.eval.evaluator import AnswerSettings, score_examples
+from qa.eval.evaluator import AnswerSettings, Evaluation, score_examples
 from qa.files import CHECKPOINT_PREFIX
 from qa.model.carried import Carried
 from qa.model.runtime import Runtime, barrier, inference_batch_size
@@ -58,8 +58,8 @@ class Run:
     model: torch.nn.Module  # what the loop calls: the DDP wrapper under torchrun
     raw_model: torch.nn.Module  # what is saved: never the wrapper
     opt: Optimization
+    log: RunLog
     position: RunPosition = field(default_factory=RunPosition)
-    log: RunLog | None = None
     trains_unanswerable: bool = False  # the training data holds SQuAD v2.0 unanswerable questions
     validation: Any = None  # the validation examples, loaded once, when the run evaluates
     best: BestModel = field(default_factory=BestModel)
@@ -81,7 +81,7 @@ def run_loop(run: Run) -> None:
             epoch_ended = False
             while not epoch_ended and position.step < opt.total_steps and not run.stopped_early:
                 count = min(config.grad_accum, len(batches) - position.batch_in_epoch)
-                learning_rate = opt.scheduler.get_last_lr()[0]
+                learning_rate = float(opt.scheduler.get_last_lr()[0])
                 loss, grad_norm, windows = _optimizer_step(run, micro_batches, count)
                 meter.add(loss, grad_norm)
                 position.step += 1
@@ -105,9 +105,8 @@ def _after_step(run: Run, meter: StepMeter, stopper: _StopOnSignal, bar: Any, ep
     last = step == run.opt.total_steps
     schedule = config.evaluation_schedule
     evaluation = None
-    if (schedule == "steps" and (step % config.eval_steps == 0 or last)) or (
-        schedule == "epoch" and (epoch_ended or last)
-    ):
+    every = config.eval_steps if schedule == "steps" else None  # set whenever the schedule is steps
+    if (every is not None and (step % every == 0 or last)) or (schedule == "epoch" and (epoch_ended or last)):
         evaluation = _evaluate_during_training(run, bar, batches)
     periodic = config.save_steps is not None and step % config.save_steps == 0
     saved = False
@@ -148,8 +147,9 @@ def _epoch_loader(run: Run) -> tuple[list[Any], Any]:
     batches = training_batches(
         run.windows, global_batch, config.seed, position.epoch, config.group_by_length, runtime.distributed
     )
-    loader = torch.utils.data.DataLoader(
-        [rank_slice(batch, runtime.rank, runtime.world_size) for batch in batches[position.batch_in_epoch :]],
+    loader: torch.utils.data.DataLoader[dict[str, torch.Tensor]] = torch.utils.data.DataLoader(
+        # A list is a map-style dataset (__getitem__ and __len__); the stubs ask for a Dataset subclass.
+        [rank_slice(batch, runtime.rank, runtime.world_size) for batch in batches[position.batch_in_epoch :]],  # type: ignore[arg-type]
         batch_size=None,
         collate_fn=WindowCollator(run.windows, run.tokenizer.pad_token_id or 0),
         num_workers=config.num_workers,
@@ -174,7 +174,7 @@ def _optimizer_step(run: Run, micro_batches: Any, count: int) -> tuple[torch.Ten
         for number, part in enumerate(parts):
             batch = {name: tensor.to(runtime.device, non_blocking=True) for name, tensor in part.items()}
             # DDP averages gradients across ranks only on the last forward pass of a step.
-            if runtime.distributed:
+            if isinstance(run.model, torch.nn.parallel.DistributedDataParallel):
                 run.model.require_backward_grad_sync = micro == count - 1 and number == len(parts) - 1
             # Each part's mean loss weighted by its share of the micro-batch: the gradients add up to
             # those of the whole micro-batch's mean loss.
@@ -266,7 +266,7 @@ def write_checkpoint(run: Run, evaluation: Any = None) -> Path | None:
     return path
 
 
-def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Any:
+def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Evaluation | None:
     """Evaluate the current weights on every rank (sharded), score on rank 0, and let every rank know
     the record, so that all agree on the best step and on an early stop."""
     began = time.perf_counter()
@@ -282,13 +282,13 @@ def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Any
         run.log.record_evaluation(step, epoch, run.best.history[-1], seconds, bar)
         record = run.best.state_dict()
     if run.runtime.distributed:
-        shared = [record]
+        shared: list[Any] = [record]
         torch.distributed.broadcast_object_list(shared, src=0)
         run.best.load_state_dict(shared[0])
     return evaluation
 
 
-def score_validation(run: Run, progress: bool) -> Any:
+def score_validation(run: Run, progress: bool) -> Evaluation | None:
     """The current weights scored on the validation data: the null threshold tuned (unless one was given),
     a degenerate one kept only when v2 was asked for (see `qa.eval.scoring.tuned_threshold`)."""
     return score_examples(
@@ -303,7 +303,7 @@ def score_validation(run: Run, progress: bool) -> Any:
     )
 
 
-def eval_settings(run: Run) -> Any:
+def eval_settings(run: Run) -> AnswerSettings:
     return AnswerSettings(
         window=run.config.window,
         decode=run.config.decode,

@@ -80,6 +80,8 @@ def write_model_card(output_dir: Path, record: RunRecord) -> Path:
         dataset_name = HUB_DATASETS.get(dataset_type, validation_data)
         exact = metrics.get("exact_match", metrics.get("exact"))
         for metric_type, name, value in (("exact_match", "Exact Match", exact), ("f1", "F1", metrics["f1"])):
+            if value is None:
+                continue
             results.append(
                 EvalResult(
                     task_type="question-answering",

@@ -4,6 +4,7 @@ GradScaler for fp16, and how many optimizer steps a run takes."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +19,15 @@ from qa.model.runtime import Runtime
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on weight matrices only: biases and norm weights (all 1-D) are not decayed."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for parameter in model.parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def linear_schedule(total_steps: int, warmup_steps: int) -> Any:
+def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Multiplier of the peak learning rate at each step: linear warmup, then linear decay to 0."""
 
     def multiplier(step: int) -> float:

@@ -9,6 +9,7 @@ final model.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
 from qa.errors import QAError
 from qa.files import read_training_args
 from qa.model.carried import drop_carried
-from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer
+from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
 from qa.model.runtime import Runtime, main_process_first, setup_runtime, shutdown
 from qa.model.student import check_student_layers, shrink_to_layers
 from qa.train.checkpoint import (
@@ -38,6 +39,7 @@ from qa.train.checkpoint import (
 from qa.train.distillation import Teacher, check_same_tokenizer
 from qa.train.finish import finish_run
 from qa.train.loop import Run, RunPosition, run_loop
+from qa.train.metric_logging import metric_loggers
 from qa.train.optimization import setup_optimization
 from qa.train.reporting import RunLog
 from qa.train.selection import BestModel
@@ -66,23 +68,24 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
     except QAError as error:  # a model that does not load is named by its flag, as the user typed it
         named = resume_from is None and str(error).startswith(f"{source}:")
         raise QAError(f"--model {error}" if named else str(error)) from None
-    shrink = config.student_layers is not None and resume_from is None  # a resumed student is shrunk already
-    if shrink:
-        check_student_layers(model_config, config.student_layers, source)
+    # a resumed student is shrunk already
+    student_layers = config.student_layers if resume_from is None else None
+    if student_layers is not None:
+        check_student_layers(model_config, student_layers, source)
     tokenizer = load_tokenizer(source)
     if config.teacher is not None:
         check_model_fits(config.teacher, config.window)
         check_same_tokenizer(load_tokenizer(config.teacher), tokenizer, config.teacher, config.model)
     if runtime.is_main:
         _prepare_output_dir(config, output_dir, tokenizer)
-    log = RunLog(output_dir, runtime, config.report_to)
+    log = RunLog(runtime, metric_loggers(output_dir, config.metric_backends, config.to_dict()))
     torch.manual_seed(config.seed)
     examples, windows = _setup_data(config, runtime, tokenizer)
     raw_model = load_qa_model(source, require_qa_head=False)
-    if shrink:
-        kept = shrink_to_layers(raw_model, config.student_layers, source)
+    if student_layers is not None:
+        kept = shrink_to_layers(raw_model, student_layers, source)
         log.say(f"student: layers {kept} of {source}")
-    raw_model = raw_model.to(runtime.device)
+    raw_model = on_device(raw_model, runtime.device)
     inherited = drop_carried(raw_model.config)
     if inherited.calibration is not None:
         log.say(f"{source} carried a calibrator of its scores; dropped: only this run's evaluations fit one")
@@ -91,7 +94,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
             f"{source} carried the null threshold {inherited.null_threshold:.4f}; dropped: only this run's "
             "validation sets one"
         )
-    model = raw_model
+    model: torch.nn.Module = raw_model
     if runtime.distributed:
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
@@ -104,7 +107,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         model,
         raw_model,
         setup_optimization(config, runtime, raw_model, windows),
-        log=log,
+        log,
         trains_unanswerable=not all(answers["text"] for answers in examples["answers"]),
         validation=_load_validation(config) if config.eval and config.has_validation_data else None,
         best=BestModel(config.metric_for_best_model, config.early_stopping_patience, config.early_stopping_threshold),
@@ -180,9 +183,10 @@ def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[
     if groups is not None:
         if not np.all(windows.input_ids[windows.starts] == tokenizer.cls_token_id):
             raise QAError("--distractors needs a tokenizer that puts its CLS token first (BERT, RoBERTa and their kin)")
-        windows = windows.with_groups(groups)
+        window_groups = np.asarray(groups)[windows.window_example]
+        windows = replace(windows, groups=window_groups)
         passage_number = np.asarray(rows["passage_number"])
-        kept = bounded_group_windows(windows.groups, windows.window_example, passage_number, config.batch_size)
+        kept = bounded_group_windows(window_groups, windows.window_example, passage_number, config.batch_size)
         if len(kept) < len(windows):
             dropped = len(np.unique(windows.window_example)) - len(np.unique(windows.window_example[kept]))
             if runtime.is_main:

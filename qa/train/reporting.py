@@ -1,5 +1,5 @@
-"""What a training run tells as it goes: messages on stderr, ``train_log.jsonl``, the progress bar
-and, when asked for, TensorBoard event files under ``OUTPUT_DIR/runs``.
+"""What a training run tells as it goes: messages on stderr, the progress bar and its metric records
+(``train_log.jsonl``, and TensorBoard or MLflow when asked for: `qa.train.metric_logging`).
 
 Only rank 0 reports. Step losses and gradient norms stay on the device and are read back once
 per logging interval (`StepMeter`), so reporting never makes the loop wait for the device.
@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from qa.errors import QAError
-from qa.files import LOG_FILE, TENSORBOARD_DIR, json_line, write_text_atomically
+from qa.files import LOG_FILE
 from qa.model.runtime import Runtime
 from qa.train.checkpoint import list_checkpoints
+from qa.train.metric_logging import MetricLogger
 
 
 class StepMeter:
@@ -66,39 +67,22 @@ class StepMeter:
 
 
 class RunLog:
-    """Messages on stderr, ``train_log.jsonl`` and TensorBoard, from rank 0 only.
+    """Messages on stderr and the metric records of every back-end (`qa.train.metric_logging`), from rank 0
+    only; the clock of the run's training time (evaluations left out)."""
 
-    ``train_log.jsonl`` holds one line per logging interval (step, epoch, mean loss and gradient norm,
-    learning rate, windows/s of training so far, evaluation time left out) and one per evaluation
-    (its scores, prefixed ``eval_``, and its seconds).
-    """
-
-    def __init__(self, output_dir: Path, runtime: Runtime, report_to: str = "none") -> None:
+    def __init__(self, runtime: Runtime, loggers: list[MetricLogger]) -> None:
         self.enabled = runtime.is_main
-        self.path = output_dir / LOG_FILE
-        self.tensorboard_dir = output_dir / TENSORBOARD_DIR
-        self.report_to = report_to
+        self.loggers = loggers if runtime.is_main else []
         self.began = time.perf_counter()
         self.windows_seen = 0
         self.paused_seconds = 0.0  # evaluations: not training time
-        self.writer: Any = None
 
     def start(self, resumed_at: int | None) -> None:
-        """Begin (or continue) the record. On a resume, what was logged after the checkpoint is dropped:
-        those steps run again, so the log and TensorBoard show each step once."""
+        """Begin (or continue) the record. On a resume, what was logged after the checkpoint is dropped
+        where the back-end allows: those steps run again."""
         self.began = time.perf_counter()
-        if not self.enabled:
-            return
-        if resumed_at is not None and self.path.is_file():
-            kept = [
-                line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= resumed_at
-            ]
-            write_text_atomically(self.path, "".join(line + "\n" for line in kept))
-        if self.report_to == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step: events a killed run wrote past the checkpoint are hidden from TensorBoard.
-            self.writer = SummaryWriter(log_dir=str(self.tensorboard_dir), purge_step=resumed_at)
+        for logger in self.loggers:
+            logger.start(resumed_at)
 
     @property
     def training_seconds(self) -> float:
@@ -116,25 +100,23 @@ class RunLog:
         loss, grad_norm = means
         windows_per_s = self.windows_seen / max(self.training_seconds, 1e-9)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}", win_s=f"{windows_per_s:.1f}")
-        fields = {
-            "step": step,
-            "epoch": round(epoch, 4),
-            "loss": loss,  # mean over the steps since the previous record
-            "grad_norm": grad_norm if math.isfinite(grad_norm) else None,  # mean, before clipping
-            "lr": learning_rate,
-            "windows_per_s": round(windows_per_s, 2),
-            "elapsed_s": round(time.perf_counter() - self.began, 2),
-        }
-        self._append(fields)
-        self._scalars("train", step, loss=loss, learning_rate=learning_rate, windows_per_second=windows_per_s)
-        if fields["grad_norm"] is not None:
-            self._scalars("train", step, grad_norm=grad_norm)
+        self._log(
+            {
+                "step": step,
+                "epoch": round(epoch, 4),
+                "loss": loss,  # mean over the steps since the previous record
+                "grad_norm": grad_norm if math.isfinite(grad_norm) else None,  # mean, before clipping
+                "lr": learning_rate,
+                "windows_per_s": round(windows_per_s, 2),
+                "elapsed_s": round(time.perf_counter() - self.began, 2),
+            }
+        )
 
     def record_evaluation(self, step: int, epoch: float, summary: dict[str, Any], seconds: float, bar: Any) -> None:
         if not self.enabled:
             return
         scores = {key: value for key, value in summary.items() if key not in ("step", "epoch", "value")}
-        self._append(
+        self._log(
             {
                 "step": step,
                 "epoch": round(epoch, 4),
@@ -142,22 +124,15 @@ class RunLog:
                 "eval_seconds": round(seconds, 2),
             }
         )
-        self._scalars("eval", step, seconds=seconds, **{k: v for k, v in scores.items() if v is not None})
         bar.set_postfix(f1=f"{scores['f1']:.2f}", step=step, refresh=False)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        for logger in self.loggers:
+            logger.close()
 
-    def _append(self, fields: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json_line(fields) + "\n")
-
-    def _scalars(self, group: str, step: int, **values: float) -> None:
-        if self.writer is not None:
-            for name, value in values.items():
-                self.writer.add_scalar(f"{group}/{name}", value, step)
+    def _log(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(record)
 
 
 def read_log(output_dir: Path) -> list[dict[str, Any]]:
