@@ -98,8 +98,9 @@ write = streaming._Sink.write
 def write_then_park(self, chunk, lines):
     if middle and chunk.index == chunk_to_park:
         data = "".join(lines).encode()
-        self.handle.write(data[: len(data) // 2])
-        self.handle.flush()
+        _, handle = self.file
+        handle.write(data[: len(data) // 2])
+        handle.flush()
         print("parked", flush=True)
         signal.pause()
     write(self, chunk, lines)

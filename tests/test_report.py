@@ -118,3 +118,49 @@ def test_evaluate_writes_the_report_beside_the_metrics_and_it_renders_in_chromiu
     evaluate_cmd.main([*base, "--output-dir", str(quiet), "--report", "none"])
     assert (quiet / "metrics.json").is_file() and not (quiet / "report.json").exists()
     assert not (quiet / "report.html").exists()
+
+
+def test_report_html_escapes_every_text_from_the_data_and_marks_the_answers():
+    from html.parser import HTMLParser
+
+    from qa.eval.report_html import render_report
+
+    hostile = "<script>alert('x')</script>"
+    report = {
+        "overall": {"count": 1, "exact_match": 0.0, "f1": 0.0},
+        "calibration": {"ece": 0.5, "bins": [{"count": 1, "mean_score": 0.9, "accuracy": 0.0}]},
+        "risk_coverage": {"area": 0.0, "points": [{"coverage": 1.0, "exact_match": 0.0}]},
+        "slices": {f"slice {hostile}": [{"name": hostile, "count": 1, "f1": 0.0}]},
+        "errors": [
+            {
+                "score": 0.9,
+                "question": hostile,
+                "prediction_context": {"text": f"a {hostile} b", "start": 2, "end": 2 + len(hostile)},
+                "gold_context": {"text": 'say "it\'s" here', "start": 4, "end": 10},
+            }
+        ],
+    }
+    page = render_report(report, f"Report {hostile}")
+    assert "<script" not in page
+
+    class Marks(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.open, self.marks, self.texts = None, {}, []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "mark":
+                self.open = dict(attrs)["class"]
+
+        def handle_endtag(self, tag):
+            self.open = None if tag == "mark" else self.open
+
+        def handle_data(self, data):
+            self.texts.append(data)
+            if self.open:
+                self.marks[self.open] = self.marks.get(self.open, "") + data
+
+    parsed = Marks()
+    parsed.feed(page)
+    assert parsed.marks == {"prediction": hostile, "gold": '"it\'s"'}  # the answers, whole, as text
+    assert sum(hostile in text for text in parsed.texts) >= 4  # title, heading, slice name, question

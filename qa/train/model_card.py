@@ -16,6 +16,7 @@ from qa.files import CURVES_FILE, MODEL_CARD_FILE, MODEL_CARD_TAG, atomic_output
 from qa.model.carried import NULL_THRESHOLD_KEY
 
 HUB_DATASETS = {"squad": "SQuAD v1.1", "squad_v2": "SQuAD v2.0"}
+CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 
 
 def plot_curves(output_dir: Path, log: list[dict[str, Any]]) -> bool:
@@ -103,8 +104,7 @@ def write_model_card(output_dir: Path, record: RunRecord) -> Path:
         model_name=output_dir.name,
         eval_results=results or None,
     )
-    text = _card_text(record)
-    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{text}")
+    card = ModelCard.from_template(card_data, template_path=str(CARD_TEMPLATE), **_card_fields(record))
     with atomic_output(output_dir / MODEL_CARD_FILE) as temporary:
         card.save(temporary)
     return output_dir / MODEL_CARD_FILE
@@ -117,77 +117,10 @@ def _data_names(settings: dict[str, Any], split: str) -> str:
     return f"{settings['dataset']} ({split} split, Hugging Face hub)"
 
 
-def _card_text(record: RunRecord) -> str:
+def _card_fields(record: RunRecord) -> dict[str, Any]:
+    """What ``templates/model_card.md.j2`` shows of a run."""
     settings, metrics = record.settings, record.metrics
     window = settings["window"]
-    lines = [
-        f"# {Path(settings['output_dir']).name}",
-        "",
-        f"`{settings['model']}` fine-tuned for extractive question answering: given a question and a passage, "
-        "it returns the span of the passage that answers it"
-        + (", or says that the passage does not." if _null_threshold(metrics) is not None else "."),
-        "",
-        "```python",
-        "from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
-        "",
-        'model = AutoModelForQuestionAnswering.from_pretrained("PATH_OR_HUB_ID")',
-        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_HUB_ID")',
-        "```",
-        "",
-        "or with this project: `python predict.py --ckpt PATH --question ... --context ...`.",
-        "",
-        "## Data",
-        "",
-        f"- training: {_data_names(settings, 'train')}"
-        + (f" (first {settings['max_train_samples']} questions)" if settings.get("max_train_samples") else ""),
-        f"- validation: {_data_names(settings, 'validation')}"
-        + (f" (first {settings['max_eval_samples']} questions)" if settings.get("max_eval_samples") else ""),
-        "",
-        "## Results",
-        "",
-    ]
-    if metrics is None:
-        lines.append("Not evaluated (no validation data, or `--no-eval`).")
-    else:
-        exact = metrics.get("exact_match", metrics.get("exact"))
-        lines += [
-            f"On {metrics['num_examples']} validation questions: exact match **{exact:.2f}**, "
-            f"F1 **{metrics['f1']:.2f}**"
-            + (f" (the evaluation at step {metrics['step']})" if "step" in metrics else "")
-            + ".",
-        ]
-        if "HasAns_f1" in metrics or "NoAns_f1" in metrics:
-            lines.append(
-                f"Answerable questions: F1 {metrics.get('HasAns_f1', float('nan')):.2f}; "
-                f"unanswerable: F1 {metrics.get('NoAns_f1', float('nan')):.2f}."
-            )
-    threshold = _null_threshold(metrics)
-    lines += [
-        "",
-        "Null threshold (SQuAD v2.0): "
-        + (
-            f"`{threshold:.4f}`, stored in `config.json` as `{NULL_THRESHOLD_KEY}`: the model says there is no "
-            "answer when the null score exceeds the best span's score by more than this."
-            if threshold is not None
-            else "none; the model always answers."
-        ),
-    ]
-    if record.history:
-        lines += ["", "| step | epoch | exact match | F1 |", "| --- | --- | --- | --- |"]
-        for row in record.history:
-            exact = row.get("exact_match", row.get("exact"))
-            mark = " (selected)" if row["step"] == record.selected_step else ""
-            lines.append(f"| {row['step']}{mark} | {row['epoch']:.2f} | {exact:.2f} | {row['f1']:.2f} |")
-    lines += [
-        "",
-        "## Training",
-        "",
-        f"{record.steps} optimizer steps in {record.train_seconds:.0f} s of training (evaluations not counted), "
-        "with this project's hand-written PyTorch loop (AdamW, linear schedule).",
-        "",
-        "| setting | value |",
-        "| --- | --- |",
-    ]
     shown = {
         "learning rate": settings["lr"],
         "epochs": settings["epochs"] if not settings.get("max_steps") else f"{settings['max_steps']} steps",
@@ -202,14 +135,33 @@ def _card_text(record: RunRecord) -> str:
     for key in (*keys, "student_layers"):
         if settings.get(key) is not None:
             shown[key.replace("_", " ")] = settings[key]
-    lines += [f"| {key} | {value} |" for key, value in shown.items()]
-    lines += [
-        "",
-        "Every setting is in `training_args.json`; `python train.py --config training_args.json` replays the run.",
-    ]
-    if record.with_curves:
-        lines += ["", f"![training curves]({CURVES_FILE})"]
-    return "\n".join(lines) + "\n"
+    return {
+        "title": Path(settings["output_dir"]).name,
+        "model": settings["model"],
+        "train_data": _data_names(settings, "train"),
+        "validation_data": _data_names(settings, "validation"),
+        "max_train_samples": settings.get("max_train_samples"),
+        "max_eval_samples": settings.get("max_eval_samples"),
+        "metrics": metrics,
+        "exact": None if metrics is None else metrics.get("exact_match", metrics.get("exact")),
+        "nan": float("nan"),
+        "threshold": _null_threshold(metrics),
+        "threshold_key": NULL_THRESHOLD_KEY,
+        "history": [
+            {
+                "step": row["step"],
+                "selected": row["step"] == record.selected_step,
+                "epoch": row["epoch"],
+                "exact": row.get("exact_match", row.get("exact")),
+                "f1": row["f1"],
+            }
+            for row in record.history
+        ],
+        "steps": record.steps,
+        "train_seconds": record.train_seconds,
+        "settings_shown": list(shown.items()),
+        "curves_file": CURVES_FILE if record.with_curves else None,
+    }
 
 
 def _null_threshold(metrics: dict[str, Any] | None) -> float | None:
