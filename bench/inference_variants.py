@@ -34,7 +34,7 @@ from qa.data.loading import load_examples
 from qa.eval.evaluator import AnswerSettings, Timings, answer_examples
 from qa.eval.metrics import squad_scores
 from qa.model.loading import load_qa_model, load_tokenizer
-from qa.model.runtime import Runtime
+from qa.runtime.device import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT.parent / "shared" / "data" / "squad-v1.1" / "dev-v1.1-part1.json"

@@ -119,7 +119,7 @@ def test_window_shards_cover_every_window_exactly_once(world_size):
     import numpy as np
 
     from qa.eval.inference import shard_windows
-    from qa.model.runtime import Runtime
+    from qa.runtime.device import Runtime
 
     shards = [shard_windows(11, Runtime(None, "fp32", rank, world_size)) for rank in range(world_size)]
     assert sorted(np.concatenate(shards).tolist()) == list(range(11))

@@ -457,7 +457,7 @@ def test_help_names_what_input_lines_hold_and_what_precision_does_on_a_cpu(capsy
 
 
 def test_fp16_on_a_cpu_says_it_is_slow(capsys):
-    from qa.model.runtime import setup_runtime
+    from qa.runtime.device import setup_runtime
 
     setup_runtime("fp16", device="cpu", for_inference=True)
     assert "fp16 autocast runs several times slower than fp32" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from helpers import REPO_ROOT
 PACKAGE = REPO_ROOT / "qa"
 BASE = {"qa", "qa.errors", "qa.files", "qa.text", "qa.hub"}
 # Each sub-package's layer; a module may import its own package, the base modules and lower layers.
-LAYERS = {"config": 1, "data": 2, "model": 2, "eval": 3, "train": 4, "serve": 4, "commands": 5}
+LAYERS = {"config": 1, "data": 2, "model": 2, "runtime": 2, "eval": 3, "train": 4, "serve": 4, "commands": 5}
 
 
 def module_name(path):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from qa.commands import predict as predict_cmd
 from qa.commands import train as train_cmd
-from qa.model.runtime import Runtime, precision_note, resolve_precision, setup_runtime
+from qa.runtime.device import Runtime, precision_note, resolve_precision, setup_runtime
 
 
 def train(model, data, out, tmp_path, *extra):
@@ -76,7 +76,7 @@ def test_bf16_weights_give_the_spans_of_fp32_where_no_scores_are_near_ties(arran
     from qa.data.questions import Question
     from qa.eval.answering import load_reader
 
-    monkeypatch.setattr("qa.model.runtime.native_cpu_bf16", lambda: True)
+    monkeypatch.setattr("qa.runtime.device.native_cpu_bf16", lambda: True)
     window = WindowSettings(max_length=64, stride=16)
     bf16 = load_reader(str(arranged_model_dir), window, DecodeSettings(), None, "auto")
     fp32 = load_reader(str(arranged_model_dir), window, DecodeSettings(), None, "fp32")
@@ -136,7 +136,7 @@ def test_fp16_with_grad_scaler_resumes_exactly(tiny_model_dir, tmp_path):
 
 
 def test_inference_batch_defaults_to_8_windows_on_cpu_unless_given():
-    from qa.model.runtime import Runtime, inference_batch_size
+    from qa.runtime.device import Runtime, inference_batch_size
 
     cpu, cuda = Runtime(torch.device("cpu"), "fp32"), Runtime(torch.device("cuda", 0), "bf16")
     assert (inference_batch_size(None, cpu), inference_batch_size(None, cuda), inference_batch_size(5, cpu)) == (

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from qa.commands import train as train_cmd
 from qa.data.batching import collate_windows, epoch_batches
 from qa.errors import QAError
-from qa.model.runtime import Runtime
+from qa.runtime.device import Runtime
 from qa.train.optimization import count_steps, linear_schedule, parameter_groups
 from qa.train.reporting import StepMeter
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from qa.eval.answering import check_checkpoint, load_reader
     from qa.eval.evaluator import evaluate_examples
     from qa.eval.scoring import summary_line
-    from qa.model.runtime import shutdown
+    from qa.runtime.device import shutdown
 
     check_checkpoint(config.ckpt, config.window)
     if config.calibrate and not (Path(config.ckpt) / "config.json").is_file():

@@ -86,7 +86,7 @@ def _answer_input(config: PredictConfig, source: str) -> None:
     chunk by chunk to standard output or --output (`qa.eval.streaming`); nothing is held whole."""
     from qa.eval.answering import load_reader
     from qa.eval.streaming import answer_stream, count_questions, stream_settings
-    from qa.model.runtime import shutdown
+    from qa.runtime.device import shutdown
 
     def read(record: Any) -> Question:
         return question_from_json(

@@ -24,7 +24,7 @@ from qa.eval.responses import answers_json, passage_answers_json
 from qa.files import DEFAULT_OUTPUT_DIR
 from qa.model.carried import Carried, with_stored_threshold
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
-from qa.model.runtime import Runtime, inference_batch_size, precision_note, setup_runtime
+from qa.runtime.device import Runtime, inference_batch_size, precision_note, setup_runtime
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -42,7 +42,7 @@ from qa.files import (
     write_json,
     write_text_atomically,
 )
-from qa.model.runtime import Runtime
+from qa.runtime.device import Runtime
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 
 from qa.data.batching import collate_windows, length_sorted_batches
 from qa.data.windows import EvalWindows
-from qa.model.runtime import Runtime
+from qa.runtime.device import Runtime
 
 
 def predict_logits(

@@ -29,7 +29,7 @@ from qa.data.questions import Question, QuestionProblem
 from qa.errors import QAError
 from qa.eval.responses import shape_answers
 from qa.files import json_line, read_json_object, write_json
-from qa.model.runtime import Runtime, barrier
+from qa.runtime.device import Runtime, barrier
 from qa.text import BOM, jsonl_record
 
 PROGRESS_VERSION = 1

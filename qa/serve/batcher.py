@@ -14,7 +14,7 @@ from typing import Any
 
 from qa.config.predict import PredictConfig
 from qa.data.questions import Question
-from qa.model.runtime import release_freed_memory
+from qa.runtime.device import release_freed_memory
 from qa.serve.api import BadRequest, request_cost
 
 

@@ -10,7 +10,7 @@ from qa.eval.evaluator import write_result_files
 from qa.eval.scoring import summary_line
 from qa.files import CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, read_json_object
 from qa.model.carried import store_carried
-from qa.model.runtime import barrier
+from qa.runtime.device import barrier
 from qa.train.checkpoint import promote_checkpoint, save_final_model
 from qa.train.loop import Run, score_validation
 from qa.train.model_card import RunRecord, plot_curves, write_model_card

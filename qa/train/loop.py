@@ -28,7 +28,7 @@ from qa.data.windows import TrainWindows
 from qa.eval.evaluator import AnswerSettings, Evaluation, score_examples
 from qa.files import CHECKPOINT_PREFIX
 from qa.model.carried import Carried
-from qa.model.runtime import Runtime, barrier, inference_batch_size
+from qa.runtime.device import Runtime, barrier, inference_batch_size
 from qa.train.checkpoint import prune_checkpoints, rng_states, save_checkpoint
 from qa.train.distillation import Teacher
 from qa.train.losses import distillation_loss, shared_norm_loss, span_loss

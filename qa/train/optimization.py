@@ -14,7 +14,7 @@ from qa.config.train import TrainConfig
 from qa.data.batching import training_batches
 from qa.data.windows import TrainWindows
 from qa.errors import QAError
-from qa.model.runtime import Runtime
+from qa.runtime.device import Runtime
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -25,8 +25,8 @@ from qa.errors import QAError
 from qa.files import read_training_args
 from qa.model.carried import drop_carried
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
-from qa.model.runtime import Runtime, main_process_first, setup_runtime, shutdown
 from qa.model.student import check_student_layers, shrink_to_layers
+from qa.runtime.device import Runtime, main_process_first, setup_runtime, shutdown
 from qa.train.checkpoint import (
     clear_run,
     holds_a_run,

@@ -18,7 +18,7 @@ import torch
 
 from qa.errors import QAError
 from qa.files import LOG_FILE
-from qa.model.runtime import Runtime
+from qa.runtime.device import Runtime
 from qa.train.checkpoint import list_checkpoints
 from qa.train.metric_logging import MetricLogger
 
