@@ -171,3 +171,31 @@ def test_train_config_groups_are_dataclasses_of_at_most_twenty_fields():
     assert len(groups) >= 5
     assert all(len(base.__annotations__) <= 20 for base in groups)
     assert sum(len(base.__annotations__) for base in groups) == len(fields(TrainConfig))
+
+
+def test_every_third_party_package_qa_imports_is_declared():
+    """requirements.txt, or pyproject's optional dependencies for what is imported only when asked for: no
+    package reached only through another package's requirements."""
+    import re
+    import tomllib
+
+    def normal(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = set()
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            declared.add(normal(re.split(r"[<>=!~\[ ;]", line.strip())[0]))
+    optional = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared |= {normal(re.split(r"[<>=!~\[ ;]", entry)[0]) for entries in optional.values() for entry in entries}
+    imported = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            imported.update(names)
+    top = {name.split(".")[0] for name in imported} - set(sys.stdlib_module_names) - {"qa", "_typeshed"}
+    needed = {normal(name) for name in top} | ({"tensorboard"} if "torch.utils.tensorboard" in imported else set())
+    assert {"torch", "jinja2", "mlflow", "tensorboard"} <= needed  # the scan sees lazy imports too
+    assert needed - declared == set()
