@@ -30,7 +30,7 @@ from qa.eval.inference import gather_logits, predict_logits, shard_windows
 from qa.eval.metrics import v2_raw_scores
 from qa.eval.report import ReportInputs, build_report
 from qa.eval.report_html import render_report
-from qa.eval.scoring import ThresholdRule, score_predictions
+from qa.eval.scoring import ThresholdRule, score_predictions, uses_v2_rules
 from qa.files import (
     EVALUATION_FILES,
     METRICS_FILE,
@@ -234,8 +234,11 @@ def score_answers(
     example_ids = list(examples["id"])
     golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
     rule = ThresholdRule(settings.decode.null_threshold, tune_null_threshold, keep_degenerate_threshold)
-    scores, answers, na_probs = score_predictions(example_ids, golds, predictions, settings.version_2, rule)
-    exact, f1 = v2_raw_scores(answers, golds)  # per question, 0 or 1 (v1.1 data: the same rule)
+    version_2 = uses_v2_rules(settings.version_2, golds)
+    # v2.0 scoring: each best span's F1 had the model answered (threshold search and report), computed once
+    span_f1 = v2_raw_scores({i: p.text for i, p in zip(example_ids, predictions)}, golds)[1] if version_2 else None
+    scores, answers, na_probs = score_predictions(example_ids, golds, predictions, rule, span_f1)
+    exact, f1 = v2_raw_scores(answers, golds)  # of the answers given, per question (v1.1 data: the same rule)
     correct = np.array([exact[example_id] for example_id in example_ids], dtype=np.float64)
     threshold = scores.get("null_threshold", settings.decode.null_threshold)
     confidences = np.array([prediction_confidence(p, settings.calibrator, threshold) for p in predictions])
@@ -266,11 +269,9 @@ def score_answers(
             example_id: [asdict(candidate) for candidate in prediction.nbest]
             for example_id, prediction in zip(example_ids, predictions)
         }
-    version_2 = "best_null_threshold" in scores
     # v2 scoring: every question's null margin (null - best span score), for the report and the calibrator
     margins = np.array([_null_difference(p) for p in predictions]) if version_2 else None
     if with_report:
-        _, span_f1 = v2_raw_scores({i: p.text for i, p in zip(example_ids, predictions)}, golds)
         inputs = ReportInputs(
             ids=example_ids,
             questions=list(examples["question"]),
@@ -287,7 +288,7 @@ def score_answers(
             window_capacity=layout.capacity,
             version_2=version_2,
             null_differences=margins,
-            span_f1=np.array([span_f1[i] for i in example_ids]) if version_2 else None,
+            span_f1=np.array([span_f1[i] for i in example_ids]) if span_f1 is not None else None,
         )
         files[REPORT_FILE] = build_report(inputs)
         files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], f"Evaluation report: {len(example_ids)} questions")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from qa.eval.decoding import Prediction, decide_no_answer
-from qa.eval.metrics import best_null_threshold, squad_scores, squad_v2_scores, v2_raw_scores
+from qa.eval.metrics import best_null_threshold, squad_scores, squad_v2_scores
 
 
 @dataclass
@@ -27,19 +27,25 @@ class ThresholdRule:
     keep_degenerate: bool = False
 
 
+def uses_v2_rules(version_2: bool, golds: dict[str, list[str]]) -> bool:
+    """SQuAD v2.0 scoring: asked for, or data that holds an unanswerable question."""
+    return version_2 or not all(golds.values())
+
+
 def score_predictions(
     example_ids: list[str],
     golds: dict[str, list[str]],
     predictions: list[Prediction],
-    version_2: bool,
     rule: ThresholdRule,
+    span_f1: dict[str, float] | None,
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, float] | None]:
     """(metrics, {id: answer}, {id: no-answer probability} or None for v1.1 scoring); sets each
-    prediction's no-answer decision under v2.0 scoring."""
-    if not version_2 and all(golds.values()):
+    prediction's no-answer decision under v2.0 scoring. ``span_f1``: v2.0 scoring, with each question's
+    F1 of its best span had the model answered (`uses_v2_rules`); None: v1.1 scoring."""
+    if span_f1 is None:
         answers = {example_id: prediction.answer for example_id, prediction in zip(example_ids, predictions)}
         return squad_scores(answers, golds), answers, None
-    return _score_v2(example_ids, golds, predictions, rule)
+    return _score_v2(example_ids, golds, predictions, rule, span_f1)
 
 
 def tuned_threshold(best_threshold: float, num_answerable: int, num_unanswerable: int, asked: bool) -> float | None:
@@ -52,7 +58,11 @@ def tuned_threshold(best_threshold: float, num_answerable: int, num_unanswerable
 
 
 def _score_v2(
-    example_ids: list[str], golds: dict[str, list[str]], predictions: list[Prediction], rule: ThresholdRule
+    example_ids: list[str],
+    golds: dict[str, list[str]],
+    predictions: list[Prediction],
+    rule: ThresholdRule,
+    span_f1: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
     """The official v2.0 metrics, the F1-best null threshold, the answers and no-answer probabilities."""
     differences = np.array(
@@ -60,7 +70,6 @@ def _score_v2(
         dtype=np.float64,
     )
     has_answer = [bool(golds[i]) for i in example_ids]
-    _, span_f1 = v2_raw_scores({example_id: p.text for example_id, p in zip(example_ids, predictions)}, golds)
     best_threshold, best_f1 = best_null_threshold(differences, [span_f1[i] for i in example_ids], has_answer)
     if rule.tune or rule.keep_degenerate:
         answerable = sum(has_answer)
