@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-from helpers import make_arranged_model_dir, make_bert_tokenizer, make_tiny_model_dir, write_squad_json
-
+# One thread per torch process, here and in every subprocess a test starts: the suite runs on two xdist
+# workers, and torch's default of a thread per core in each process oversubscribes the cores (the tiny
+# overfitting run took 75 s beside the other worker's subprocesses, 5 s alone: bench/README.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from helpers import make_arranged_model_dir, make_bert_tokenizer, make_tiny_model_dir, write_squad_json  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
