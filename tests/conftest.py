@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 # One thread per torch process, here and in every subprocess a test starts: the suite runs on two xdist
-# workers, and torch's default of a thread per core in each process oversubscribes the cores (the tiny
-# overfitting run took 75 s beside the other worker's subprocesses, 5 s alone: bench/README.md).
+# workers, and torch's default of a thread per core in each process oversubscribes the cores (the suite's
+# time with and without: bench/README.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
