@@ -1,5 +1,6 @@
 """predict.py --serve under abuse: stalled and vanishing clients, shutdown, a failing batch, a fuzzer."""
 
+import contextlib
 import json
 import select
 import signal
@@ -36,14 +37,14 @@ def quick_server(arranged_model_dir):
     process.wait(timeout=60)
 
 
-@pytest.fixture
-def in_process_server():
+@contextlib.contextmanager
+def serving_in_process(**settings):
     """The real app and uvicorn in a thread of this process, over a fake answerer; yields (base, answerer)."""
     from qa.config.predict import PredictConfig
     from qa.serve.app import build_app
     from qa.serve.server import bind_socket, make_server
 
-    config = PredictConfig(serve=True, batch_wait_ms=300, max_queue=16)
+    config = PredictConfig(serve=True, **settings)
     answerer = FailingAnswerer()
     sock = bind_socket("127.0.0.1", 0)
     server = make_server(build_app(answerer, config), config)
@@ -51,9 +52,36 @@ def in_process_server():
     thread.start()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     wait_until(lambda: server.started)
-    yield base, answerer
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield base, answerer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def in_process_server():
+    with serving_in_process(batch_wait_ms=300, max_queue=16) as served:
+        yield served
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_recovers():
+    # A batch of up to 8 questions that waits a minute for its eighth: the first request's 7 stay queued
+    # (no clock decides what the next request meets), 2 more do not fit (503), 1 more does and completes
+    # the batch, which is then answered at once.
+    with serving_in_process(max_queue=8, max_batch_questions=8, batch_wait_ms=60_000) as (base, answerer):
+        seven = [{"question": f"Who {i}?", "context": CONTEXT} for i in range(7)]
+        first = []
+        thread = threading.Thread(target=lambda: first.append(call(base, "/answer", seven)))
+        thread.start()
+        wait_until(lambda: call(base, "/health")[1]["waiting"] == 7)
+        status, body, headers = call(base, "/answer", [{"question": "Two?", "context": CONTEXT}] * 2)
+        assert status == 503 and "busy" in body["error"] and headers.get("Retry-After") == "1"
+        status, body, _ = call(base, "/answer", {"question": "Eighth?", "context": CONTEXT})
+        thread.join(timeout=60)
+        assert status == 200 and body["answer"] == "EIGHTH?"
+        assert first[0][0] == 200 and [answer["answer"] for answer in first[0][1]] == [f"WHO {i}?" for i in range(7)]
+        assert answerer.calls == [[*(f"Who {i}?" for i in range(7)), "Eighth?"]]  # one batch: all eight
 
 
 class FailingAnswerer:
@@ -109,21 +137,27 @@ def test_a_kept_alive_connection_that_trickles_its_next_head_is_cut_off(quick_se
     assert log.count("no complete request within 2 s") == 1 and "Traceback" not in log, log
 
 
-def test_abandoned_questions_are_dropped_before_inference_and_sigterm_drains_promptly(arranged_model_dir):
-    # Batches wait 1 s: time to see a queued question dropped when its client leaves.
-    process, base = start_server(arranged_model_dir, "--batch-wait-ms", "1000")
-    before = call(base, "/health")[1]
-    host, port = base.removeprefix("http://").split(":")
-    leaving = socket.create_connection((host, int(port)))
-    leaving.sendall(post_bytes(json.dumps({"question": "Who won?", "context": CONTEXT}).encode()))
-    wait_until(lambda: call(base, "/health")[1]["waiting"] == 1)
-    leaving.close()
-    wait_until(lambda: call(base, "/health")[1]["dropped"] == before["dropped"] + 1)
-    after = call(base, "/health")[1]
-    assert (after["forward_passes"], after["questions_answered"]) == (before["forward_passes"], 0)
+def test_a_question_whose_client_left_is_dropped_before_inference():
+    # A batch of two that waits a minute for its second: the leaver's question stays queued until the next
+    # request completes the batch (no clock decides whether it was dropped in time).
+    with serving_in_process(max_batch_questions=2, batch_wait_ms=60_000) as (base, answerer):
+        host, port = base.removeprefix("http://").split(":")
+        leaving = socket.create_connection((host, int(port)))
+        leaving.sendall(post_bytes(json.dumps({"question": "Leaving?", "context": CONTEXT}).encode()))
+        wait_until(lambda: call(base, "/health")[1]["waiting"] == 1)
+        leaving.close()
+        wait_until(lambda: call(base, "/health")[1]["waiting"] == 0)  # its request was given up
+        status, body, _ = call(base, "/answer", {"question": "Staying?", "context": CONTEXT})
+        assert status == 200 and body["answer"] == "STAYING?"
+        assert answerer.calls == [["Staying?"]]  # the leaver's question never reached the model
+        assert call(base, "/health")[1]["dropped"] == 1
 
+
+def test_sigterm_answers_the_waiting_batch_and_exits_promptly(arranged_model_dir):
     # SIGTERM while four requests wait in a batch and a client stalls mid-body: the four are answered,
     # the stalled one gets its 408 at the read time-out, and the server exits 0 without a traceback.
+    process, base = start_server(arranged_model_dir, "--batch-wait-ms", "1000")
+    host, port = base.removeprefix("http://").split(":")
     stalled = socket.create_connection((host, int(port)))
     stalled.sendall(b"POST /answer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
     results = []
