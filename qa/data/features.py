@@ -10,13 +10,16 @@ windows carry the character offsets needed to turn a token span back into text.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qa.config.settings import WindowSettings
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 def prepare_train_features(
-    examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings
+    examples: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, window: WindowSettings
 ) -> dict[str, list[Any]]:
     """Tokenise a batch of examples into labelled training windows.
 
@@ -56,7 +59,7 @@ def prepare_train_features(
 
 
 def prepare_eval_features(
-    examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings
+    examples: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, window: WindowSettings
 ) -> dict[str, list[Any]]:
     """Tokenise a batch of examples into evaluation windows.
 
@@ -149,7 +152,9 @@ def _strip_span(context: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _encode_windows(examples: dict[str, list[Any]], tokenizer: Any, window: WindowSettings) -> tuple[Any, int]:
+def _encode_windows(
+    examples: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, window: WindowSettings
+) -> tuple[Any, int]:
     """Tokenise question/context pairs into overlapping windows; returns the encoding and the context's sequence id."""
     # The context part of a window must stay longer than the stride, so the question cap
     # shrinks for short windows instead of the tokenizer failing on a long question.
@@ -174,7 +179,9 @@ def _encode_windows(examples: dict[str, list[Any]], tokenizer: Any, window: Wind
     return encoded, 1 if question_first else 0
 
 
-def _cut_long_questions(questions: list[str], tokenizer: Any, max_question_length: int) -> list[str]:
+def _cut_long_questions(
+    questions: list[str], tokenizer: PreTrainedTokenizerBase, max_question_length: int
+) -> list[str]:
     """Cut questions longer than ``max_question_length`` tokens so every window keeps room for context."""
     # A token spans at least one UTF-8 byte for WordPiece and (byte-level) BPE, so only
     # questions with more bytes than the limit can be too long: tokenise just those.
@@ -192,7 +199,7 @@ def _cut_long_questions(questions: list[str], tokenizer: Any, max_question_lengt
     return questions
 
 
-def _model_inputs(encoded: Any, tokenizer: Any) -> dict[str, list[Any]]:
+def _model_inputs(encoded: Any, tokenizer: PreTrainedTokenizerBase) -> dict[str, list[Any]]:
     # No attention mask: windows are stored unpadded and the batcher builds the mask.
     names = ["input_ids"]
     if "token_type_ids" in tokenizer.model_input_names:

@@ -17,13 +17,16 @@ import sys
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from qa.config.settings import WindowSettings
 from qa.data.features import prepare_eval_features, prepare_train_features
 from qa.files import atomic_output
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CHUNK_EXAMPLES = 1000
 NOT_CONTEXT = -1  # offset value marking a token outside the context (or padding)
@@ -151,7 +154,7 @@ def _chunks(columns: dict[str, list[Any]]) -> Any:
 
 def build_train_windows(
     examples: Any,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     window: WindowSettings,
     cache_dir: Path | None = None,
     progress: bool = False,
@@ -188,7 +191,9 @@ def build_train_windows(
     return windows
 
 
-def build_eval_windows(examples: Any, tokenizer: Any, window: WindowSettings, progress: bool = False) -> EvalWindows:
+def build_eval_windows(
+    examples: Any, tokenizer: PreTrainedTokenizerBase, window: WindowSettings, progress: bool = False
+) -> EvalWindows:
     """Tokenise ``examples`` (needs ``id``, ``question``, ``context``) into evaluation windows."""
     columns = {name: list(examples[name]) for name in ("id", "question", "context")}
     index_of = {example_id: index for index, example_id in enumerate(columns["id"])}
@@ -263,7 +268,7 @@ def _load_cache(cache_file: Path) -> TrainWindows | None:
         return None
 
 
-def _cache_key(columns: dict[str, list[Any]], tokenizer: Any, window: WindowSettings) -> str:
+def _cache_key(columns: dict[str, list[Any]], tokenizer: PreTrainedTokenizerBase, window: WindowSettings) -> str:
     digest = hashlib.sha256()
     settings = {
         "version": FEATURES_VERSION,

@@ -9,6 +9,7 @@ from typing import Any
 
 from qa.data.windows import WindowLayout
 from qa.errors import QAError
+from qa.eval.answering import Reader
 from qa.eval.calibration import (
     MIN_QUESTIONS_TO_FIT,
     Calibrator,
@@ -35,7 +36,7 @@ def check_calibration_data(examples: Any) -> None:
 
 
 def evaluate_and_calibrate(
-    reader: Any, examples: Any, output_dir: Path, *, save_nbest: bool, progress: bool, with_report: bool
+    reader: Reader, examples: Any, output_dir: Path, *, save_nbest: bool, progress: bool, with_report: bool
 ) -> Evaluation | None:
     """Answer ``examples`` once; fit the calibrator on the answers (refused in one line, with nothing
     stored or written, when it cannot be fitted or cannot rank); store it in the checkpoint; write the

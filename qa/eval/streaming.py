@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from qa.data.questions import Question, QuestionProblem
 from qa.errors import QAError
+from qa.eval.answering import Reader
 from qa.eval.responses import shape_answers
 from qa.files import json_line, read_json_object, write_json
 from qa.runtime.device import Runtime, barrier
@@ -152,7 +153,7 @@ def _differences(began: dict[str, Any], now: dict[str, Any]) -> str:
     return ", ".join(f"{name} {now.get(name)!r} (the run began with {began.get(name)!r})" for name in changed)
 
 
-def stream_settings(reader: Any, top_k: int, min_confidence: float | None, chunk_size: int) -> dict[str, Any]:
+def stream_settings(reader: Reader, top_k: int, min_confidence: float | None, chunk_size: int) -> dict[str, Any]:
     """Everything that decides the records of a run (a resumed run must have the same): the model, how
     it reads and decodes, its precision and calibrator, the defaults of the lines, the chunks. Not the
     number of processes: the chunks are the same for any."""
@@ -178,7 +179,7 @@ def stream_settings(reader: Any, top_k: int, min_confidence: float | None, chunk
 
 
 def answer_stream(
-    reader: Any,
+    reader: Reader,
     source: str,
     read: Any,
     *,

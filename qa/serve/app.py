@@ -14,7 +14,7 @@ from qa.config.predict import PredictConfig
 from qa.errors import QAError
 from qa.eval.responses import shape_answers
 from qa.serve.api import BadRequest, openapi_parts, parse_questions
-from qa.serve.batcher import Batcher, ClientGone, Pending
+from qa.serve.batcher import Answerer, Batcher, ClientGone, Pending
 
 try:  # FastAPI resolves the handlers' annotations from this module's names
     from fastapi import FastAPI, Request
@@ -62,7 +62,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(reader: Any, config: PredictConfig) -> Any:
+def build_app(reader: Answerer, config: PredictConfig) -> FastAPI:
     batcher = Batcher(reader, config)
 
     @asynccontextmanager

@@ -10,12 +10,23 @@ import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qa.config.predict import PredictConfig
 from qa.data.questions import Question
 from qa.runtime.device import release_freed_memory
 from qa.serve.api import BadRequest, request_cost
+
+if TYPE_CHECKING:
+    from qa.eval.answering import Reader
+
+
+class Answerer(Protocol):
+    """What the batcher calls in its inference thread: `ServedReader`, or a fake in the tests."""
+
+    def answer(self, questions: list[Question]) -> list[list[dict[str, Any]]]: ...
+
+    def health(self) -> dict[str, Any]: ...
 
 
 class ClientGone(Exception):
@@ -32,7 +43,7 @@ class Pending:
 class ServedReader:
     """The `qa.eval.answering.Reader` the server runs: answers lists of questions and counts its work for /health."""
 
-    def __init__(self, reader: Any) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.forward_passes = 0
         self.questions_answered = 0
@@ -70,7 +81,7 @@ class ServedReader:
 class Batcher:
     """Collects waiting requests into batches and answers each batch in the inference thread."""
 
-    def __init__(self, reader: Any, config: PredictConfig) -> None:
+    def __init__(self, reader: Answerer, config: PredictConfig) -> None:
         self.reader = reader
         self.config = config
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()

@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qa.config.predict import PredictConfig
 from qa.errors import QAError
@@ -34,6 +34,10 @@ from qa.eval.answering import load_reader
 from qa.serve.app import build_app
 from qa.serve.batcher import ServedReader
 from qa.serve.header_deadline import header_deadline_protocol
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 # ---------------------------------------------------------------- the process
 
@@ -66,7 +70,7 @@ def serve(config: PredictConfig) -> None:
     make_server(app, config).run(sockets=[sock])
 
 
-def make_server(app: Any, config: PredictConfig) -> Any:
+def make_server(app: FastAPI, config: PredictConfig) -> uvicorn.Server:
     import uvicorn
 
     class Server(uvicorn.Server):

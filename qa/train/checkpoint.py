@@ -20,7 +20,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from qa.files import (
     TRAINING_ARGS_FILE,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CHECKPOINT_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 STATE_KEYS = ("optimizer", "scheduler", "scaler", "position", "rng")  # also, optional: "evaluations", "clock"
@@ -70,7 +73,9 @@ def _as_tuples(value: Any) -> Any:
     return tuple(_as_tuples(item) for item in value) if isinstance(value, list | tuple) else value
 
 
-def write_model_dir(directory: Path, model: Any, tokenizer: Any, training_args: dict[str, Any]) -> None:
+def write_model_dir(
+    directory: Path, model: Any, tokenizer: PreTrainedTokenizerBase, training_args: dict[str, Any]
+) -> None:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     write_json(directory / TRAINING_ARGS_FILE, training_args)
@@ -80,7 +85,7 @@ def save_checkpoint(
     output_dir: Path,
     step: int,
     model: Any,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     training_args: dict[str, Any],
     state: dict[str, Any],
     results: dict[str, Any] | None = None,
@@ -104,7 +109,9 @@ def save_checkpoint(
     return final
 
 
-def save_final_model(output_dir: Path, model: Any, tokenizer: Any, training_args: dict[str, Any]) -> None:
+def save_final_model(
+    output_dir: Path, model: Any, tokenizer: PreTrainedTokenizerBase, training_args: dict[str, Any]
+) -> None:
     """Put the final model and tokenizer into ``output_dir`` itself (see `_install_final`)."""
     _install_final(output_dir, lambda temporary: write_model_dir(temporary, model, tokenizer, training_args))
 

@@ -6,11 +6,14 @@ training precision and never enters DDP or the optimizer.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from qa.errors import QAError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class Teacher:
@@ -32,7 +35,9 @@ class Teacher:
         return outputs.start_logits.clone(), outputs.end_logits.clone()
 
 
-def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any, teacher: str, student: str) -> None:
+def check_same_tokenizer(
+    teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase, teacher: str, student: str
+) -> None:
     """Distillation compares logits position by position, so teacher and student must tokenize alike."""
     ours, theirs = _fingerprint(student_tokenizer), _fingerprint(teacher_tokenizer)
     if ours == theirs:
@@ -47,7 +52,7 @@ def check_same_tokenizer(teacher_tokenizer: Any, student_tokenizer: Any, teacher
     )
 
 
-def _fingerprint(tokenizer: Any) -> Any:
+def _fingerprint(tokenizer: PreTrainedTokenizerBase) -> Any:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return sorted(tokenizer.get_vocab().items())

@@ -9,7 +9,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -36,6 +36,9 @@ from qa.train.optimization import Optimization
 from qa.train.reporting import RunLog, StepMeter
 from qa.train.selection import BestModel
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 @dataclass
 class RunPosition:
@@ -53,7 +56,7 @@ class Run:
     config: TrainConfig
     runtime: Runtime
     output_dir: Path
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     windows: TrainWindows
     model: torch.nn.Module  # what the loop calls: the DDP wrapper under torchrun
     raw_model: torch.nn.Module  # what is saved: never the wrapper

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from qa.train.metric_logging import metric_loggers
 from qa.train.optimization import setup_optimization
 from qa.train.reporting import RunLog
 from qa.train.selection import BestModel
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -142,7 +145,7 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
     return summary
 
 
-def _prepare_output_dir(config: TrainConfig, output_dir: Path, tokenizer: Any) -> None:
+def _prepare_output_dir(config: TrainConfig, output_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     """Refuse to mix two runs in one directory (unless resuming or told to start clean)."""
     remove_leftovers(output_dir)
     if config.resume is None and holds_a_run(output_dir):
@@ -158,7 +161,7 @@ def _prepare_output_dir(config: TrainConfig, output_dir: Path, tokenizer: Any) -
 _TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"]
 
 
-def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: Any) -> tuple[Any, TrainWindows]:
+def _setup_data(config: TrainConfig, runtime: Runtime, tokenizer: PreTrainedTokenizerBase) -> tuple[Any, TrainWindows]:
     """Examples and their windows; rank 0 tokenises (or reads the cache) first, the others then read the cache."""
     examples = load_training_examples(config.dataset, config.train_file, max_samples=config.max_train_samples)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
