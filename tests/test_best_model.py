@@ -219,10 +219,12 @@ def test_flags_that_cannot_work_are_refused_before_any_work(tmp_path, capsys, mo
     assert "needs validation data" in refused("--eval-strategy", "epoch")
     assert "--early-stopping-patience needs evaluations" in refused("--early-stopping-patience", "2")
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real_find_spec(name)
-    )
+    missing = {"tensorboard", "mlflow"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name in missing else real_find_spec(name))
     assert "pip install tensorboard" in refused("--report-to", "tensorboard")
+    assert "--report-to mlflow needs the mlflow package: pip install mlflow" in refused("--report-to", "mlflow")
+    both = refused("--report-to", "all")
+    assert "pip install tensorboard" in both and "pip install mlflow" in both
 
 
 def test_without_matplotlib_the_run_says_so_once_and_still_writes_its_card(falling, tmp_path, capsys, monkeypatch):
@@ -319,7 +321,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     record = {"step": 2, "epoch": 0.5, "loss": 1.5, "grad_norm": None, "lr": 1e-4, "windows_per_s": 3.0}
-    first = MLflowLogger(out, {"lr": 1e-4, "window": {"max_length": 64}})
+    first = MLflowLogger(out, {"lr": 1e-4, "window": {"max_length": 64}, "train_file": ["a.json", "b.json"]})
     first.start(resumed_at=None)
     first.log(record)
     first.close()
@@ -333,3 +335,5 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     history = sorted((m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "train/loss"))
     assert history == [(2, 1.5), (4, 1.0)]
     assert "train/grad_norm" not in runs[0].data.metrics  # an absent value is left out, not logged as 0
+    params = runs[0].data.params
+    assert (params["window.max_length"], params["train_file"]) == ("64", '["a.json", "b.json"]')
