@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import string
 import subprocess
@@ -207,3 +208,17 @@ def sigkill_after_checkpoint(step: int, train_argv: list[str]) -> None:
     assert process.stdout.readline() == "parked\n"
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
+
+
+def torchrun(script: str, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """``script`` (train.py, evaluate.py, predict.py) under torchrun on this machine's CPUs, one thread per
+    process; --standalone takes a free port, so two suites on one machine do not collide."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return subprocess.run(
+        [*command, script, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, torchrun
 
 from qa.commands import predict as predict_cmd
 
@@ -187,15 +187,10 @@ def test_torchrun_with_two_processes_writes_the_records_of_one(arranged_model_di
     data = questions_file(tmp_path / "in.jsonl", 11)
     expected = run(arranged_model_dir, str(data), capsys=capsys)
     out = tmp_path / "answers.jsonl"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "predict.py"]
-        + ["--ckpt", str(arranged_model_dir), "--input", str(data), *WINDOWS, "--chunk-size", "2", "--no-progress"]
-        + ["--output", str(out)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    result = torchrun(
+        "predict.py",
+        *("--ckpt", str(arranged_model_dir), "--input", str(data), *WINDOWS, "--chunk-size", "2", "--no-progress"),
+        *("--output", str(out)),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_text() == expected

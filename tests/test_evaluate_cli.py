@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, SQUAD_ARTICLES, write_squad_json
+from helpers import REPO_ROOT, SQUAD_ARTICLES, torchrun, write_squad_json
 
 from qa.commands import evaluate as evaluate_cmd
 
@@ -127,7 +127,6 @@ def test_window_shards_cover_every_window_exactly_once(world_size):
 
 @pytest.mark.slow
 def test_torchrun_evaluation_scores_every_example_once(arranged_model_dir, tmp_path):
-    import os
 
     data = write_squad_json(tmp_path / "dev.json", ARTICLES)
     single, double = tmp_path / "single", tmp_path / "double"
@@ -144,25 +143,7 @@ def test_torchrun_evaluation_scores_every_example_once(arranged_model_dir, tmp_p
         "--save-nbest",
     ]
     evaluate_cmd.main([*common, "--output-dir", str(single)])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--standalone",
-            "evaluate.py",
-            *common,
-            "--output-dir",
-            str(double),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = torchrun("evaluate.py", *common, "--output-dir", str(double))
     assert result.returncode == 0, result.stderr[-3000:]
     single_metrics = json.loads((single / "metrics.json").read_text())
     double_metrics = json.loads((double / "metrics.json").read_text())
@@ -268,7 +249,6 @@ def test_distractors_read_each_question_with_other_paragraphs_of_its_article(arr
 
 @pytest.mark.slow
 def test_torchrun_evaluation_with_distractors_matches_one_process(arranged_model_dir, tmp_path):
-    import os
 
     # One article of every paragraph: each question is read with one other paragraph.
     merged = [{"title": "All", "paragraphs": [p for article in SQUAD_ARTICLES for p in article["paragraphs"]]}]
@@ -277,15 +257,7 @@ def test_torchrun_evaluation_with_distractors_matches_one_process(arranged_model
     common = ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--distractors", "1"]
     common += ["--max-length", "64", "--stride", "16", "--no-progress"]
     evaluate_cmd.main([*common, "--output-dir", str(single)])
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
-    result = subprocess.run(
-        [*torchrun, "evaluate.py", *common, "--output-dir", str(double)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = torchrun("evaluate.py", *common, "--output-dir", str(double))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((double / "predictions.json").read_text()) == json.loads(
         (single / "predictions.json").read_text()

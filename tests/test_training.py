@@ -1,5 +1,4 @@
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, make_tiny_model_dir, sigkill_after_checkpoint, train_log, write_squad_json
+from helpers import REPO_ROOT, make_tiny_model_dir, sigkill_after_checkpoint, torchrun, train_log, write_squad_json
 from safetensors.torch import load_file
 
 from qa.commands import train as train_cmd
@@ -316,18 +315,9 @@ def test_ddp_with_gloo_matches_one_process_with_the_same_global_batch(no_dropout
     single = tmp_path / "single"
     train_cmd.main(base_args(no_dropout_model, train_file, single, tmp_path, "--batch-size", "4", *common))
     double = tmp_path / "double"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",  # a free port of its own: two suites on one machine do not collide
-        "--nproc_per_node",
-        "2",
-        "train.py",
-        *base_args(no_dropout_model, train_file, double, tmp_path, "--batch-size", "2", *common),
-    ]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result = torchrun(
+        "train.py", *base_args(no_dropout_model, train_file, double, tmp_path, "--batch-size", "2", *common)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     single_losses = [row["loss"] for row in log_of(single)]
     double_losses = [row["loss"] for row in log_of(double)]
