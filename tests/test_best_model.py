@@ -310,7 +310,7 @@ def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling,
 
 
 @pytest.mark.slow
-def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -337,3 +337,14 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
     assert "train/grad_norm" not in runs[0].data.metrics  # an absent value is left out, not logged as 0
     params = runs[0].data.params
     assert (params["window.max_length"], params["train_file"]) == ("64", '["a.json", "b.json"]')
+
+    elsewhere = f"sqlite:///{tmp_path / 'other.db'}"  # resumed against another store: a new run there, said
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    moved = MLflowLogger(out, {"lr": 1e-4})
+    moved.start(resumed_at=4)
+    moved.log({**record, "step": 6, "loss": 0.5})
+    moved.close()
+    assert f"MLflow run {runs[0].info.run_id} is not in {elsewhere}" in capsys.readouterr().err
+    there = MlflowClient(tracking_uri=elsewhere)
+    (new_run,) = there.search_runs([there.get_experiment_by_name("squad-qa").experiment_id])
+    assert [(m.step, m.value) for m in there.get_metric_history(new_run.info.run_id, "train/loss")] == [(6, 0.5)]

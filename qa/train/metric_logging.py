@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,8 +124,15 @@ class MLflowLogger:
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT)
         earlier = read_json_object(self.run_file, "the MLflow run").get("run_id") if self.run_file.is_file() else None
         if resumed_at is not None and isinstance(earlier, str):
-            mlflow.start_run(run_id=earlier)
-            return
+            try:
+                mlflow.start_run(run_id=earlier)
+                return
+            except mlflow.exceptions.MlflowException:  # another tracking store than the run's first part
+                print(
+                    f"note: MLflow run {earlier} is not in {mlflow.get_tracking_uri()}; the resumed run logs to a "
+                    "new MLflow run",
+                    file=sys.stderr,
+                )
         run = mlflow.start_run(run_name=self.output_dir.resolve().name)
         write_json(self.run_file, {"run_id": run.info.run_id, "tracking_uri": mlflow.get_tracking_uri()})
         mlflow.log_params(flat_params(self.settings))
