@@ -348,3 +348,17 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch, capsys):
     there = MlflowClient(tracking_uri=elsewhere)
     (new_run,) = there.search_runs([there.get_experiment_by_name("squad-qa").experiment_id])
     assert [(m.step, m.value) for m in there.get_metric_history(new_run.info.run_id, "train/loss")] == [(6, 0.5)]
+
+
+@pytest.mark.slow
+def test_a_failed_run_ends_its_mlflow_run_as_failed(falling, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):  # a loss that overflows stops the run (one line, exit status 2)
+        train_cmd.main(falling(out, "--report-to", "mlflow", "--lr", "1e30", "--max-grad-norm", "0"))
+    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    assert MlflowClient(tracking_uri=store).get_run(run_id).info.status == "FAILED"

@@ -27,6 +27,8 @@ from qa.files import (
 )
 
 Record = Mapping[str, Any]
+# How a run ended, in MLflow's words: done, stopped by an error, stopped by the user (a signal, Ctrl-C).
+ENDINGS = ("FINISHED", "FAILED", "KILLED")
 MLFLOW_EXPERIMENT = "squad-qa"  # when MLFLOW_EXPERIMENT_NAME does not name one
 
 
@@ -39,7 +41,8 @@ class MetricLogger(Protocol):
     def log(self, record: Record) -> None:
         """One interval's or one evaluation's record (see the module's description)."""
 
-    def close(self) -> None: ...
+    def close(self, ending: str = "FINISHED") -> None:
+        """Flush and close; ``ending``: one of `ENDINGS`."""
 
 
 def scalars(record: Record) -> dict[str, float]:
@@ -78,7 +81,7 @@ class JsonLinesLogger:
         with self.path.open("a") as handle:
             handle.write(json_line(dict(record)) + "\n")
 
-    def close(self) -> None:
+    def close(self, ending: str = "FINISHED") -> None:
         pass
 
 
@@ -99,7 +102,7 @@ class TensorBoardLogger:
         for name, value in scalars(record).items():
             self.writer.add_scalar(name, value, record["step"])
 
-    def close(self) -> None:
+    def close(self, ending: str = "FINISHED") -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -141,9 +144,9 @@ class MLflowLogger:
     def log(self, record: Record) -> None:
         self.mlflow.log_metrics(scalars(record), step=record["step"])
 
-    def close(self) -> None:
+    def close(self, ending: str = "FINISHED") -> None:
         if self.mlflow is not None:
-            self.mlflow.end_run()
+            self.mlflow.end_run(status=ending)
             self.mlflow = None
 
 

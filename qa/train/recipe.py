@@ -124,8 +124,13 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
     log.start(resumed_at=first_step if resume_from is not None else None)
     try:
         run_loop(run)
-    finally:
-        log.close()
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM / SIGINT stopped it with a checkpoint
+        log.close("KILLED")
+        raise
+    except BaseException:
+        log.close("FAILED")
+        raise
+    log.close()
     seconds = log.training_seconds
     windows_per_s = log.windows_seen / max(seconds, 1e-9)
     summary: dict[str, Any] = {

@@ -126,9 +126,10 @@ class RunLog:
         )
         bar.set_postfix(f1=f"{scores['f1']:.2f}", step=step, refresh=False)
 
-    def close(self) -> None:
+    def close(self, ending: str = "FINISHED") -> None:
+        """Close every back-end; ``ending`` says how the run ended (`qa.train.metric_logging.ENDINGS`)."""
         for logger in self.loggers:
-            logger.close()
+            logger.close(ending)
 
     def _log(self, record: dict[str, Any]) -> None:
         for logger in self.loggers:
