@@ -6,9 +6,10 @@ computes what the template draws: the bars' and lines' coordinates."""
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 WIDTH, HEIGHT, PAD = 520, 220, 36
 BAR_HEIGHT, LABEL_WIDTH = 18, 250
@@ -18,6 +19,10 @@ MAX_RISK_POINTS = 200  # risk-coverage points drawn (the curve is sampled evenly
 
 @cache
 def _templates() -> jinja2.Environment:
+    # Imported here: the evaluator (and so predict.py and the server) imports this module, and only a
+    # report renders a template.
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("qa.eval", "templates"),
         autoescape=True,
