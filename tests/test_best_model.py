@@ -278,14 +278,22 @@ def test_killed_between_the_stop_and_the_final_model_a_resume_finishes_without_t
     assert json.loads((out / "metrics.json").read_text())["best_model"]["step"] == 2
 
 
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """A local MLflow tracking store for this test (no server, no network): its URI, set as
+    MLFLOW_TRACKING_URI. MLflow is optional for users; requirements-dev.txt installs it, so CI runs these."""
+    pytest.importorskip("mlflow")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    return store
+
+
 @pytest.mark.slow
-def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")  # optional for users; requirements-dev.txt installs it, so CI runs this
+def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling, tmp_path, monkeypatch, mlflow_store):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store: no server, no network
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    store = mlflow_store
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "falling")
     out = tmp_path / "out"
     train_cmd.main(falling(out, "--report-to", "all"))
@@ -310,14 +318,12 @@ def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling,
 
 
 @pytest.mark.slow
-def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("mlflow")
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch, capsys, mlflow_store):
     from mlflow.tracking import MlflowClient
 
     from qa.train.metric_logging import MLflowLogger
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    store = mlflow_store
     out = tmp_path / "out"
     out.mkdir()
     record = {"step": 2, "epoch": 0.5, "loss": 1.5, "grad_norm": None, "lr": 1e-4, "windows_per_s": 3.0}
@@ -351,12 +357,10 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_a_failed_run_ends_its_mlflow_run_as_failed(falling, tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
+def test_a_failed_run_ends_its_mlflow_run_as_failed(falling, tmp_path, mlflow_store):
     from mlflow.tracking import MlflowClient
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    store = mlflow_store
     out = tmp_path / "out"
     with pytest.raises(SystemExit):  # a loss that overflows stops the run (one line, exit status 2)
         train_cmd.main(falling(out, "--report-to", "mlflow", "--lr", "1e30", "--max-grad-norm", "0"))
