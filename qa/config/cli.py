@@ -199,9 +199,10 @@ def parse_config(parser: argparse.ArgumentParser, config_class: type[Config], ar
         # A flag given wins over the file, and so over the file's settings that would override what it says.
         clears: Callable[[str, Any], tuple[str, ...]] | None = getattr(config_class, "settings_cleared_by", None)
         if clears is not None:
-            for cleared in (cleared for name in given for cleared in clears(name, values[name])):
-                if cleared not in given:
-                    from_file.pop(cleared, None)
+            for name in given:
+                for cleared in clears(name, values[name]):
+                    if cleared not in given:
+                        from_file.pop(cleared, None)
         values.update(from_file)
     hints = typing.get_type_hints(config_class)
     nested = {
