@@ -40,7 +40,7 @@ def isotonic(x: np.ndarray, y: np.ndarray):
 def print_table(scores: dict[str, np.ndarray], correct: np.ndarray) -> None:
     """One markdown row per score: ECE, Brier, risk-coverage area, EM and coverage at 0.3 / 0.5 / 0.7
     (bench/calibration_v2.py prints its tables with it too)."""
-    from qa.eval.calibration import brier_score, expected_calibration_error, risk_coverage
+    from qa.eval.reliability import brier_score, expected_calibration_error, risk_coverage
 
     print("| score | ECE | Brier | risk-coverage area | EM / coverage at 0.3 | at 0.5 | at 0.7 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -67,13 +67,10 @@ def main() -> None:
     from qa.config.settings import DecodeSettings
     from qa.data.loading import load_examples
     from qa.eval.answering import load_reader
-    from qa.eval.calibration import (
-        calibration_bins,
-        fit_calibrator,
-        uncalibrated_confidence,
-    )
+    from qa.eval.calibration import fit_calibrator, uncalibrated_confidence
     from qa.eval.evaluator import answer_examples
     from qa.eval.metrics import v2_raw_scores
+    from qa.eval.reliability import calibration_bins
     from qa.model.loading import load_config
 
     trained = load_config(args.ckpt)

@@ -1,11 +1,13 @@
 """Evaluation during training, the best model, early stopping, TensorBoard, the curves and the model card."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 
 import pytest
-from helpers import make_arranged_model_dir, sigkill_after_checkpoint, tiny_train_argv, train_log
+from helpers import REPO_ROOT, make_arranged_model_dir, sigkill_after_checkpoint, tiny_train_argv, train_log
 from safetensors.torch import load_file
 
 from qa.commands import train as train_cmd
@@ -19,18 +21,23 @@ CONTEXTS = [
 ]
 
 
-def squad_lines(path, answer, unanswerable=False):
-    """The four contexts, each asked "Who won in 2016?", answered by ``answer`` where it occurs (else "Broncos")."""
+def squad_lines(path, answer, unanswerable=False, copies=1):
+    """The four contexts, each asked "Who won in 2016?", answered by ``answer`` where it occurs (else "Broncos");
+    with ``unanswerable`` each also asked "Who lost?" (no answer); every question ``copies`` times."""
     rows = []
-    for index, context in enumerate(CONTEXTS):
-        text = answer if answer in context else "Broncos"
-        answers = {"text": [text], "answer_start": [context.index(text)]}
-        rows.append({"id": f"q{index}", "question": "Who won in 2016?", "context": context, "answers": answers})
-    if unanswerable:
-        empty = {"text": [], "answer_start": []}
-        rows += [
-            {"id": f"n{i}", "question": "Who lost?", "context": c, "answers": empty} for i, c in enumerate(CONTEXTS)
-        ]
+    for copy in range(copies):
+        for index, context in enumerate(CONTEXTS):
+            text = answer if answer in context else "Broncos"
+            answers = {"text": [text], "answer_start": [context.index(text)]}
+            rows.append(
+                {"id": f"q{index}-{copy}", "question": "Who won in 2016?", "context": context, "answers": answers}
+            )
+        if unanswerable:
+            empty = {"text": [], "answer_start": []}
+            rows += [
+                {"id": f"n{i}-{copy}", "question": "Who lost?", "context": c, "answers": empty}
+                for i, c in enumerate(CONTEXTS)
+            ]
     path.write_text("\n".join(json.dumps(row) for row in rows))
     return path
 
@@ -184,12 +191,22 @@ def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling,
     found = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert found == {"exact_match": round(metrics["exact_match"], 2), "f1": round(metrics["f1"], 2)}
     assert "training_curves.png" in card.text and "| 2 (selected) |" in card.text
+    # The usage snippet answers a question, run as written from the directory above the model's.
+    snippet = card.text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "from qa import pipeline" in snippet
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=out.parent, capture_output=True, text=True, env=environment, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    answer = eval(done.stdout.strip())  # the printed dict
+    assert set(answer) == {"score", "start", "end", "answer"} and answer["answer"]
 
 
 @pytest.mark.slow
 def test_v2_data_stores_the_best_evaluations_threshold(tmp_path):
     model = make_arranged_model_dir(tmp_path / "arranged")
-    data = squad_lines(tmp_path / "v2.jsonl", "Denver Broncos", unanswerable=True)
+    data = squad_lines(tmp_path / "v2.jsonl", "Denver Broncos", unanswerable=True, copies=7)  # 28 of each kind
     out = tmp_path / "out"
     argv = tiny_train_argv(model, out, tmp_path / "cache", "--train-file", str(data), "--validation-file", str(data))
     argv += ["--lr", "3e-2", "--batch-size", "4", "--max-steps", "6", "--eval-strategy", "steps", "--eval-steps", "2"]

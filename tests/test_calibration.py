@@ -9,15 +9,8 @@ import pytest
 
 from qa.commands import evaluate as evaluate_cmd
 from qa.commands import predict as predict_cmd
-from qa.eval.calibration import (
-    Calibrator,
-    brier_score,
-    calibration_bins,
-    expected_calibration_error,
-    fit_calibrator,
-    risk_coverage,
-    span_feature,
-)
+from qa.eval.calibration import Calibrator, fit_calibrator, span_feature
+from qa.eval.reliability import brier_score, calibration_bins, expected_calibration_error, risk_coverage
 
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 
@@ -68,11 +61,77 @@ def test_platt_scaling_recovers_a_known_logistic_relation():
     assert (calibrator.slope, calibrator.intercept) == pytest.approx((1.5, 2.0), abs=0.1)
     assert Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict()))) == calibrator
     assert Calibrator.from_dict({"method": "isotonic"}) is None
-    # A calibrator stored on log p (before the logit feature) still maps log p.
+    # A calibrator stored on log p maps log p.
     stored = {"method": "platt", "feature": "span_log_prob", "slope": 2.0, "intercept": 1.0, "fitted_on": 300}
-    old = Calibrator.from_dict(stored)
-    assert old.confidence(-0.5) == pytest.approx(1 / (1 + np.exp(-(2.0 * -0.5 + 1.0))))
+    logp = Calibrator.from_dict({**stored, "support": [-5.0, 0.0, 0.0, 1.0]})
+    assert logp.confidence(-0.5) == pytest.approx(1 / (1 + np.exp(-(2.0 * -0.5 + 1.0))))
     assert np.isfinite(span_feature(0.0, "span_logit"))  # a span of probability 1 keeps a finite logit
+    # Stored without the support it is held to (an earlier version's), or hand-edited: not applied.
+    assert Calibrator.from_dict(stored) is None
+    for support in ([0.0, 1.0, 0.5], [1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.2, 1.5], "0 1 0 1", [0, 1, 0, float("nan")]):
+        assert Calibrator.from_dict({**stored, "support": support}) is None, support
+    assert Calibrator.from_dict({**stored, "support": [0, 1, 0, 1], "slope": "2"}) is not None  # numbers as JSON
+    assert Calibrator.from_dict({**stored, "support": [0, 1, 0, 1], "precision": 16}) is None
+
+
+def test_a_calibrator_fitted_on_a_weak_model_claims_no_more_than_its_data_shows():
+    """The issue's case: 300 questions of a model right 4% of the time, its right answers among its more
+    confident ones, so the fitted line is steep. Far outside the fitted range (a short context's
+    confident span) the line says "certain"; the calibrator says at most what its most confident tenth
+    of questions showed (right 4 times in 30: Wilson 95% upper bound about 0.30)."""
+    from qa.eval.calibration import wilson_interval
+
+    rng = np.random.default_rng(0)
+    log_probs = np.log(rng.uniform(0.005, 0.08, size=300))
+    correct = np.zeros(300)
+    correct[np.argsort(log_probs)[-30:][:4]] = 1  # 4 right among the 30 most confident
+    correct[np.argsort(log_probs)[:270][-8:]] = 1  # and 8 among the others: 12 of 300
+    calibrator = fit_calibrator(log_probs, correct)
+    line = 1 / (1 + np.exp(-(calibrator.slope * span_feature(np.log(0.26), "span_logit") + calibrator.intercept)))
+    assert line > 0.5  # the fitted line extrapolated
+    ceiling = wilson_interval(4, 30)[1]
+    for p in (0.26, 0.5, 0.999):
+        assert calibrator.confidence(np.log(p)) == pytest.approx(ceiling)
+    assert ceiling < 0.35
+    # Inside the data it is the fitted line, held to the same bounds.
+    assert calibrator.confidence(np.log(0.02)) < calibrator.confidence(np.log(0.07)) <= ceiling
+
+
+def test_exclusive_scores_sum_to_at_most_one_keep_the_first_and_never_rise():
+    from qa.eval.calibration import exclusive_scores
+
+    # The issue's three "99% sure" answers: the first keeps its score, the others share what it leaves.
+    share = (1 - 0.999926) / (0.999022 + 0.991735)
+    assert exclusive_scores([0.999926, 0.999022, 0.991735]) == pytest.approx(
+        [0.999926, 0.999022 * share, 0.991735 * share]
+    )
+    for scores in ([0.6, 0.5, 0.4], [0.2, 0.1], [0.3, 0.9, 0.1], [1.0, 1.0], [0.0, 0.0], [0.5]):
+        shown = exclusive_scores(scores)
+        assert shown[0] == scores[0] and sum(shown) <= 1 + 1e-12
+        assert all(later <= earlier for earlier, later in zip(shown, shown[1:]))
+        assert all(s <= original + 1e-12 for s, original in zip(shown, scores))
+    assert exclusive_scores([0.5, 0.2, 0.1]) == [0.5, 0.2, 0.1]  # already exclusive: unchanged
+
+
+def test_answers_of_a_calibrated_model_sum_to_at_most_one_in_every_output(arranged_model_dir, tmp_path, capsys):
+    """A calibrator that maps every span high (fitted on a model right nearly always): predict.py --top-k,
+    --input and a question with several passages all show scores that add up to at most 1, in order."""
+    from qa.model.carried import store_carried
+
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    generous = {"method": "platt", "feature": "span_logit", "slope": 0.5, "intercept": 8.0, "fitted_on": 500}
+    store_carried(model, calibration={**generous, "support": [-30.0, 30.0, 0.0, 1.0]})
+    answers = ask(model, capsys, "--top-k", "5")
+    scores = [answer["score"] for answer in answers]
+    assert scores[0] > 0.99 and sum(scores) <= 1 + 1e-5 and scores == sorted(scores, reverse=True)
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"question": "Who won?", "contexts": ["The church.", CONTEXT], "top_k": 4}) + "\n")
+    predict_cmd.main(["--ckpt", str(model), "--input", str(path)])
+    listed = json.loads(capsys.readouterr().out)["answers"]
+    assert sum(a["score"] for a in listed) <= 1 + 1e-5 and [a["score"] for a in listed] == sorted(
+        (a["score"] for a in listed), reverse=True
+    )
 
 
 def questions_file(path, count):
@@ -210,9 +269,9 @@ def test_v2_calibrate_fits_the_no_answer_probability_and_the_stored_calibrator_r
     store_carried(model, null_threshold=-1e6)  # abstains on everything
     answer = ask(model, capsys)
     assert answer["no_answer"] and answer["score"] == pytest.approx(0.75, abs=0.02)
-    # A calibrator stored before the no-answer part existed still loads, and calibrates spans only.
-    old = {key: stored[key] for key in ("slope", "intercept", "fitted_on", "feature", "method")}  # no null_*
-    assert not Calibrator.from_dict(old).calibrates_no_answer
+    # A calibrator without a no-answer part calibrates spans only.
+    spans_only = {key: stored[key] for key in ("slope", "intercept", "fitted_on", "feature", "method", "support")}
+    assert not Calibrator.from_dict(spans_only).calibrates_no_answer
 
 
 @pytest.mark.slow

@@ -263,3 +263,24 @@ def test_torchrun_evaluation_with_distractors_matches_one_process(arranged_model
         (single / "predictions.json").read_text()
     )
     assert json.loads((double / "metrics.json").read_text()) == json.loads((single / "metrics.json").read_text())
+
+
+def test_the_checkpoint_is_checked_and_its_window_limit_read_once(arranged_model_dir, tmp_path, monkeypatch):
+    """evaluate.py refuses a checkpoint before reading the data, and load_reader does not check it again:
+    the window limit (read off a meta-device copy of the model) is read once, the config loaded once."""
+    import qa.model.loading as loading
+
+    calls = {"position_limit": 0, "load_config": 0}
+    for name in calls:
+        real = getattr(loading, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(loading, name, counted)
+    data = write_squad_json(tmp_path / "dev.json")
+    evaluate_cmd.main(
+        ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--output-dir", str(tmp_path)]
+    )
+    assert calls == {"position_limit": 1, "load_config": 1}

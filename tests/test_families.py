@@ -184,6 +184,18 @@ def test_each_family_trains_evaluates_and_predicts_with_exact_spans(family_model
     assert len(records) == len(CONTEXTS)
     for record, context in zip(records, CONTEXTS):
         _check_answers(record["answers"], context)
+    # bf16, the default on CPUs with native bf16: forced here, so that every CPU runs it for every family.
+    bf16 = evaluate_cmd.main(
+        ["--ckpt", str(out), "--validation-file", str(data), "--max-length", "64", "--stride", "16"]
+        + ["--precision", "bf16", "--report", "none", "--output-dir", str(tmp_path / "bf16")]
+    )
+    assert bf16["precision"] == "bf16" and bf16["num_examples"] == metrics["num_examples"], name
+    for question_id, answer in json.loads((tmp_path / "bf16" / "predictions.json").read_text()).items():
+        assert answer == answer.strip() and answer in contexts[question_id], (name, answer)
+    answers = predict_cmd.main(
+        ["--ckpt", str(out), "--question", "When?", "--context", context, "--top-k", "5", "--precision", "bf16"]
+    )
+    _check_answers(answers[0], context)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from helpers import REPO_ROOT
 PACKAGE = REPO_ROOT / "qa"
 BASE = {"qa", "qa.errors", "qa.files", "qa.text", "qa.hub"}
 # Each sub-package's layer; a module may import its own package, the base modules and lower layers.
-LAYERS = {"config": 1, "data": 2, "model": 2, "runtime": 2, "eval": 3, "train": 4, "serve": 4, "commands": 5}
+LAYERS = {"config": 1, "data": 2, "model": 2, "runtime": 2, "eval": 3, "train": 4, "serve": 4, "api": 4, "commands": 5}
 
 
 def module_name(path):
@@ -54,6 +54,8 @@ def layering_violations(graph):
     wrong = []
     for module, imported in graph.items():
         for target in imported:
+            if module == "qa" and target.startswith("qa.api"):
+                continue  # the package's face: `from qa import pipeline`, imported lazily (qa/__init__.py)
             if package_of(module) != package_of(target) and layer_of(target) >= layer_of(module):
                 wrong.append(f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})")
     return wrong

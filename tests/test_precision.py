@@ -42,7 +42,10 @@ def test_auto_inference_is_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatc
     assert resolve_precision("fp32", cpu, for_inference=True) == "fp32"  # asked for: exact
     runtime = setup_runtime("auto", device="cpu", for_inference=True)
     assert runtime.bf16_weights == (inference == "bf16")
-    assert isinstance(runtime.autocast(), contextlib.nullcontext)  # bf16 weights: no autocast
+    if runtime.bf16_weights:  # bf16 weights run under bf16 autocast too (fp32 tensors a family makes itself)
+        assert runtime.autocast().fast_dtype == torch.bfloat16
+    else:
+        assert isinstance(runtime.autocast(), contextlib.nullcontext)
     assert ("bf16 weights" in precision_note(runtime, "auto")) == (inference == "bf16")
 
 
@@ -144,3 +147,34 @@ def test_inference_batch_defaults_to_8_windows_on_cpu_unless_given():
         64,
         5,
     )
+
+
+@pytest.mark.slow
+def test_training_evaluates_under_the_precision_evaluate_py_uses_by_default(tmp_path, monkeypatch, capsys):
+    """On a CPU with native bf16 (forced here, so every CPU runs it), training's evaluations use bf16 weights,
+    as evaluate.py does by default: the run's last evaluation and a default evaluate.py on the same data give
+    the same predictions, no-answer probabilities, threshold and EM/F1, and both name the precision."""
+    import json
+
+    from helpers import make_arranged_model_dir
+    from test_best_model import squad_lines
+
+    from qa.commands import evaluate as evaluate_cmd
+
+    monkeypatch.setattr("qa.runtime.device.native_cpu_bf16", lambda: True)
+    model = make_arranged_model_dir(tmp_path / "arranged")
+    data = squad_lines(tmp_path / "v2.jsonl", "Denver Broncos", unanswerable=True, copies=7)
+    out = tmp_path / "out"
+    argv = tiny_train_argv(model, out, tmp_path / "cache", "--train-file", str(data), "--validation-file", str(data))
+    summary = train_cmd.main([*argv, "--lr", "1e-2", "--batch-size", "4", "--max-steps", "2", "--eval-steps", "2"])
+    assert "evaluations in bf16 weights, as evaluate.py and predict.py run here by default" in capsys.readouterr().err
+    trained = summary["metrics"]
+    assert trained["precision"] == "bf16" and trained["null_threshold"] is not None
+    evaluated = evaluate_cmd.main(
+        ["--ckpt", str(out), "--validation-file", str(data), "--output-dir", str(tmp_path / "e")]
+    )
+    assert "precision: bf16 weights" in capsys.readouterr().err
+    keys = ["exact", "f1", "HasAns_f1", "NoAns_f1", "null_threshold", "precision"]
+    assert {key: evaluated[key] for key in keys} == {key: trained[key] for key in keys}
+    for name in ("predictions.json", "na_prob.json"):
+        assert json.loads((tmp_path / "e" / name).read_text()) == json.loads((out / name).read_text()), name

@@ -21,7 +21,9 @@ from qa.model.carried import store_carried
 CONTEXT = "In 2016 the Denver Broncos won the super bowl."
 
 
-def v2_articles():
+def v2_articles(copies=1):
+    """The test articles with one unanswerable question (p3); with ``copies``, every question that many
+    times (ids suffixed -1, -2, ...): 25 copies give the 25 unanswerable questions a threshold is tuned on."""
     articles = copy.deepcopy(SQUAD_ARTICLES)
     articles[0]["paragraphs"][0]["qas"].append(
         {
@@ -32,7 +34,17 @@ def v2_articles():
             "plausible_answers": [{"text": "Paris", "answer_start": 0}],
         }
     )
+    if copies > 1:
+        for article in articles:
+            for paragraph in article["paragraphs"]:
+                paragraph["qas"] = [
+                    {**qa, "id": f"{qa['id']}-{n}"} for n in range(1, copies + 1) for qa in paragraph["qas"]
+                ]
     return articles
+
+
+def ids_of(articles):
+    return {qa["id"] for article in articles for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
 
 
 # ---------------------------------------------------------------- data
@@ -232,7 +244,7 @@ def test_stored_threshold_reaches_predict_and_the_flag_overrides_it(arranged_mod
 
 @pytest.mark.slow
 def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tiny_model_dir, tmp_path):
-    data = write_squad_json(tmp_path / "v2.json", v2_articles())
+    data = write_squad_json(tmp_path / "v2.json", v2_articles(copies=25))
     out = tmp_path / "out"
     argv = tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", "--max-steps", "2", "--batch-size", "4")
     summary = train_cmd.main([*argv, "--train-file", str(data), "--validation-file", str(data)])
@@ -258,7 +270,7 @@ def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tin
     assert evaluated["null_threshold"] == stored
     predictions = json.loads((tmp_path / "e" / "predictions.json").read_text())
     na_probs = json.loads((tmp_path / "e" / "na_prob.json").read_text())
-    assert set(predictions) == set(na_probs) == {"p1", "p2", "p3", "f1", "f2"}
+    assert set(predictions) == set(na_probs) == ids_of(v2_articles(copies=25))
     assert all((na_probs[i] > 0.5) == (predictions[i] == "") for i in predictions)  # consistent with the threshold
     official = {
         "exact",
@@ -277,7 +289,10 @@ def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tin
     }
     assert official <= set(evaluated)
     references = {
-        qa["id"]: [a["text"] for a in qa["answers"]] for a in v2_articles() for p in a["paragraphs"] for qa in p["qas"]
+        qa["id"]: [a["text"] for a in qa["answers"]]
+        for a in v2_articles(copies=25)
+        for p in a["paragraphs"]
+        for qa in p["qas"]
     }
     recomputed = squad_v2_scores(predictions, references, na_probs)
     assert {key: evaluated[key] for key in official} == recomputed
@@ -291,14 +306,15 @@ def test_hub_squad_v2_trains_on_train_and_tunes_on_validation(tiny_model_dir, tm
 
     def load_dataset(name, split):
         requested.append((name, split))
-        return load_examples(file=write_squad_json(tmp_path / f"{split}.json", v2_articles()), for_training=False)
+        articles = v2_articles(copies=25 if split == "validation" else 1)
+        return load_examples(file=write_squad_json(tmp_path / f"{split}.json", articles), for_training=False)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     out = tmp_path / "out"
     argv = tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", "--max-steps", "1", "--batch-size", "4")
     summary = train_cmd.main([*argv, "--dataset", "squad_v2"])
     assert requested == [("squad_v2", "train"), ("squad_v2", "validation")]
-    assert summary["metrics"]["NoAns_total"] == 1 and (out / "na_prob.json").is_file()
+    assert summary["metrics"]["NoAns_total"] == 25 and (out / "na_prob.json").is_file()
     assert "qa_null_threshold" in json.loads((out / "config.json").read_text())
 
 
@@ -335,25 +351,39 @@ def test_a_threshold_is_never_inherited_by_a_model_fine_tuned_further(tiny_model
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "named"), [(True, "only answerable"), (False, "only unanswerable")])
-def test_validation_with_one_kind_of_question_stores_no_threshold_unless_asked(
-    tiny_model_dir, tmp_path, capsys, kind, named
+@pytest.mark.parametrize(
+    ("validation", "counts"),
+    [
+        (lambda: only(True), "4 answerable and 0 unanswerable"),
+        (lambda: only(False), "0 answerable and 1 unanswerable"),
+        (lambda: v2_articles(copies=24), "96 answerable and 24 unanswerable"),
+    ],
+)
+def test_a_threshold_needs_enough_questions_of_both_kinds_even_when_v2_is_asked_for(
+    tiny_model_dir, tmp_path, capsys, validation, counts
 ):
     train = write_squad_json(tmp_path / "v2.json", v2_articles())
-    validation = write_squad_json(tmp_path / "one-kind.json", only(kind))
-    common = ["--max-steps", "1", "--batch-size", "4", "--train-file", str(train), "--validation-file", str(validation)]
-    out = tmp_path / "out"
-    summary = train_cmd.main([*tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", *common)])
-    err = capsys.readouterr().err
-    assert f"no null threshold stored: the validation data holds {named} questions" in err, err
-    assert "qa_null_threshold" not in json.loads((out / "config.json").read_text())
-    assert summary["metrics"]["null_threshold"] is None and "best_null_threshold" in summary["metrics"]
+    data = write_squad_json(tmp_path / "validation.json", validation())
+    common = ["--max-steps", "1", "--batch-size", "4", "--train-file", str(train), "--validation-file", str(data)]
+    for asked in ([], ["--version-2-with-negative"]):
+        out = tmp_path / f"out{len(asked)}"
+        summary = train_cmd.main([*tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", *common, *asked)])
+        lines = [line for line in capsys.readouterr().err.splitlines() if "null threshold" in line]
+        assert lines == [
+            "no null threshold stored: tuning one needs at least 25 answerable and 25 unanswerable validation "
+            f"questions, and there are {counts} validation questions, so the model always answers. Validate on "
+            "more of both kinds, or give one with --null-threshold"
+        ]
+        assert "qa_null_threshold" not in json.loads((out / "config.json").read_text())
+        assert summary["metrics"]["null_threshold"] is None and "best_null_threshold" in summary["metrics"]
 
-    asked = tmp_path / "asked"
-    argv = tiny_train_argv(tiny_model_dir, asked, tmp_path / "cache", *common, "--version-2-with-negative")
-    summary = train_cmd.main(argv)
-    stored = json.loads((asked / "config.json").read_text())["qa_null_threshold"]
-    assert stored == summary["metrics"]["best_null_threshold"] and "stored null threshold" in capsys.readouterr().err
+
+def test_the_tuned_threshold_is_kept_from_25_questions_of_each_kind():
+    from qa.eval.scoring import tuned_threshold
+
+    assert tuned_threshold(-1.5, 25, 25) == -1.5
+    assert tuned_threshold(-1.5, 1000, 24) is None and tuned_threshold(-1.5, 24, 1000) is None
+    assert tuned_threshold(-1.5, 29, 1) is None  # the issue's run: one unanswerable question
 
 
 def test_unanswerable_questions_written_without_answers_are_accepted(tmp_path):

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from qa.eval.scoring import summary_line
     from qa.runtime.device import shutdown
 
-    check_checkpoint(config.ckpt, config.window)
+    checked = check_checkpoint(config.ckpt, config.window)
     if config.calibrate and not (Path(config.ckpt) / "config.json").is_file():
         raise QAError(f"--calibrate stores the calibrator in the checkpoint: {config.ckpt} is not a local directory")
     examples = load_examples(
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         config.precision,
         config.max_batch_tokens,
         calibrating=config.calibrate,
+        checked=checked,
     )
     reader.settings.version_2 = config.version_2_with_negative
     if config.distractors is not None:

@@ -62,7 +62,7 @@ class TrainData:
     )
     max_train_samples: int | None = setting(None, "train on the first N examples", run_qa=("--max_train_samples",))
     max_eval_samples: int | None = setting(None, "evaluate on the first N examples", run_qa=("--max_eval_samples",))
-    version_2_with_negative: bool = version_2_setting("score by the v2.0 rules and store the F1-best null threshold")
+    version_2_with_negative: bool = version_2_setting("score by the v2.0 rules")
     window: WindowSettings = setting(WindowSettings)
     cache_dir: str | None = setting(None, "tokenised-window cache (default: $QA_CACHE_DIR or ~/.cache/qa-squad)")
     distractors: int = setting(

@@ -27,7 +27,7 @@ from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on
 from qa.runtime.device import Runtime, inference_batch_size, precision_note, setup_runtime
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -39,6 +39,9 @@ class Reader:
     tokenizer: PreTrainedTokenizerBase
     runtime: Runtime
     settings: AnswerSettings
+    # The calibrator the model carries, whether or not it fits ``settings`` (the Python API's calls may
+    # change the windows to ones it does fit); ``settings.calibrator`` is the one in use.
+    stored_calibrator: Calibrator | None = None
 
     @property
     def has_null_threshold(self) -> bool:
@@ -75,11 +78,12 @@ class Reader:
         return results
 
 
-def check_checkpoint(checkpoint: str, window: WindowSettings) -> None:
-    """Refuse, before any work, a checkpoint that is missing or that these windows do not fit."""
+def check_checkpoint(checkpoint: str, window: WindowSettings) -> PretrainedConfig:
+    """Refuse, before any work, a checkpoint that is missing or that these windows do not fit; returns its
+    config (`load_reader` takes it, so the check runs once)."""
     if checkpoint == DEFAULT_OUTPUT_DIR and not Path(checkpoint).exists():
         raise QAError(f"no checkpoint at ./{DEFAULT_OUTPUT_DIR}: run train.py first, or pass --ckpt PATH")
-    check_model_fits(checkpoint, window)
+    return check_model_fits(checkpoint, window)
 
 
 def load_reader(
@@ -91,33 +95,57 @@ def load_reader(
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
     *,
     calibrating: bool = False,
+    device: str | None = None,
+    checked: PretrainedConfig | None = None,
 ) -> Reader:
-    """Check the windows fit the model, then load model and tokenizer onto this process's device."""
-    check_checkpoint(checkpoint, window)
-    runtime = setup_runtime(precision, for_inference=True)
+    """Check the windows fit the model (unless ``checked``: the config `check_checkpoint` returned for
+    them), then load model and tokenizer onto ``device`` (None: this process's GPU where there is one,
+    else the CPU)."""
+    config = checked if checked is not None else check_checkpoint(checkpoint, window)
+    runtime = setup_runtime(precision, device, for_inference=True)
     dtype = torch.bfloat16 if runtime.bf16_weights else None
-    model = on_device(load_qa_model(checkpoint, require_qa_head=True, dtype=dtype), runtime.device)
+    model = on_device(load_qa_model(checkpoint, require_qa_head=True, dtype=dtype, config=config), runtime.device)
     tokenizer = load_tokenizer(checkpoint)
     if runtime.is_main:  # once the model loaded: a refused checkpoint stays a one-line error
         print(precision_note(runtime, precision), file=sys.stderr, flush=True)
     carried = Carried.of(model.config)
-    calibrator = Calibrator.from_dict(carried.calibration)
     decode = with_stored_threshold(decode, model)
-    now = feature_settings(window, decode)
-    if calibrator is not None and not calibrator.fits(now):
-        if runtime.is_main:
-            print(
-                f"note: {checkpoint}'s calibrator was fitted under other settings ({calibrator.mismatch(now)}), "
-                "so scores are the model's own span probabilities, not calibrated ones",
-                file=sys.stderr,
-            )
-        calibrator = None
+    calibrator = _usable_calibrator(checkpoint, carried, feature_settings(window, decode), runtime, calibrating)
     batch = inference_batch_size(batch_size, runtime)
     settings = AnswerSettings(window, decode, batch, max_batch_tokens=max_batch_tokens, calibrator=calibrator)
-    if calibrator is None and carried.calibration is None and not calibrating and runtime.is_main:
-        print(
-            f"note: {checkpoint} has no calibrator, so scores are the model's own span probabilities, not "
-            f"calibrated ones (evaluate.py --ckpt {checkpoint} --calibrate fits one)",
-            file=sys.stderr,
+    return Reader(checkpoint, model, tokenizer, runtime, settings, Calibrator.from_dict(carried.calibration))
+
+
+def _usable_calibrator(
+    checkpoint: str, carried: Carried, now: dict[str, int], runtime: Runtime, calibrating: bool
+) -> Calibrator | None:
+    """The calibrator the checkpoint carries, where it applies to these settings; each reason it does not
+    (none stored, unreadable, fitted under other windows) and a precision other than the one it was fitted
+    under are said in one line on stderr."""
+    calibrator = Calibrator.from_dict(carried.calibration)
+
+    def say(message: str) -> None:
+        if runtime.is_main:
+            print(f"note: {checkpoint}{message}", file=sys.stderr, flush=True)
+
+    uncalibrated = "so scores are the model's own span probabilities, not calibrated ones"
+    if carried.calibration is None:
+        if not calibrating:
+            say(f" has no calibrator, {uncalibrated} (evaluate.py --ckpt {checkpoint} --calibrate fits one)")
+        return None
+    if calibrator is None:
+        if not calibrating:
+            say(
+                f"'s stored calibrator (config.json qa_calibration) cannot be read or was stored by an earlier "
+                f"version, {uncalibrated} (evaluate.py --ckpt {checkpoint} --calibrate fits it again)"
+            )
+        return None
+    if not calibrator.fits(now):
+        say(f"'s calibrator was fitted under other settings ({calibrator.mismatch(now)}), {uncalibrated}")
+        return None
+    if calibrator.precision is not None and calibrator.precision != runtime.precision and not calibrating:
+        say(
+            f"'s calibrator was fitted on {calibrator.precision} logits and these are {runtime.precision} "
+            f"(--precision {calibrator.precision} gives the scores it was fitted for)"
         )
-    return Reader(checkpoint, model, tokenizer, runtime, settings)
+    return calibrator

@@ -10,14 +10,9 @@ from typing import Any
 from qa.data.windows import WindowLayout
 from qa.errors import QAError
 from qa.eval.answering import Reader
-from qa.eval.calibration import (
-    MIN_QUESTIONS_TO_FIT,
-    Calibrator,
-    expected_calibration_error,
-    no_answer_confidence,
-    no_answer_problem,
-)
+from qa.eval.calibration import MIN_QUESTIONS_TO_FIT, Calibrator, no_answer_confidence, no_answer_problem
 from qa.eval.evaluator import Evaluation, Timings, answer_examples, score_answers, write_result_files
+from qa.eval.reliability import expected_calibration_error
 from qa.model.carried import store_carried
 
 
@@ -59,7 +54,14 @@ def evaluate_and_calibrate(
 
     def scored() -> Evaluation:
         return score_answers(
-            examples, predictions, settings, timings, layout[0], save_nbest=save_nbest, with_report=with_report
+            examples,
+            predictions,
+            settings,
+            timings,
+            layout[0],
+            precision=reader.runtime.precision,
+            save_nbest=save_nbest,
+            with_report=with_report,
         )
 
     evaluation = scored()

@@ -1,4 +1,4 @@
-"""A score that is a probability: the calibrator, and the measures of how well scores are calibrated.
+"""A score that is a probability: the calibrator (how well scores are calibrated: `qa.eval.reliability`).
 
 An answer's raw confidence is its span's log-probability among all valid spans of its window
 (`qa.eval.decoding.span_log_normalizers`): a property of the answer, not of --n-best or --top-k.
@@ -14,6 +14,12 @@ On SQuAD v2 models "no answer" has a calibrator of its own: the probability that
 (the question has no answer) as ``sigmoid(null_slope * margin + null_intercept)`` of the null margin
 (null score - best span score, the quantity the null threshold cuts), fitted on every question of
 data that holds unanswerable ones. The threshold decides whether to abstain; this says how sure.
+
+A fitted line says nothing beyond its data, so a calibrator never follows it there (`Support`): the
+feature is held to the range seen when fitting, and the score to what the data's extremes show, the
+95% Wilson interval of the accuracy among the least and the most confident tenth of the fitting
+questions (docs/design.md measures the rule). A model that is right 4% of the time cannot be made to
+say 99%. And answers to one question exclude one another: `exclusive_scores` keeps their sum at most 1.
 Pure numpy: usable from a notebook on any set of scores.
 """
 
@@ -28,7 +34,13 @@ import numpy as np
 from qa.config.settings import DecodeSettings, WindowSettings
 
 MIN_QUESTIONS_TO_FIT = 200  # below this the fit says more about the sample than about the model
-CALIBRATION_BINS = 10
+# "No answer" is fitted only on data with at least this many questions of each kind (with and without an
+# answer): the same minimum as the null threshold's (`qa.eval.scoring.MIN_QUESTIONS_OF_EACH_KIND`).
+MIN_NO_ANSWER_OF_EACH_KIND = 25
+# The tails whose accuracy bounds a calibrated score: a tenth of the fitting questions, at least this many.
+SUPPORT_TAIL_SHARE = 0.1
+SUPPORT_TAIL_MIN = 20
+WILSON_Z = 1.96  # a 95% interval
 # Raw scores that differ by less than this across the fitting questions carry no ranking to keep.
 RANKING_SPREAD = 1e-3
 SPAN_FEATURES = ("span_logit", "span_log_prob")  # what a calibrator maps: the first is what is fitted now
@@ -43,20 +55,78 @@ def span_feature(log_prob: float | np.ndarray, feature: str) -> np.ndarray:
     return log_prob - np.log1p(-np.minimum(np.exp(log_prob), _MAX_PROBABILITY))
 
 
+@dataclass(frozen=True)
+class Support:
+    """What a fit's data shows: the range of the feature it saw and the interval its calibrated scores are
+    held to (the Wilson bounds of the accuracy of its least and most confident tails)."""
+
+    low_feature: float
+    high_feature: float
+    low_score: float
+    high_score: float
+
+    def bound(self, slope: float, intercept: float, feature: np.ndarray) -> np.ndarray:
+        held = np.clip(feature, self.low_feature, self.high_feature)
+        return np.clip(_sigmoid(slope * held + intercept), self.low_score, self.high_score)
+
+    def to_list(self) -> list[float]:
+        return [self.low_feature, self.high_feature, self.low_score, self.high_score]
+
+    @classmethod
+    def from_list(cls, value: Any) -> Support:
+        """Raises ValueError / TypeError for a value that is not four ordered finite numbers in range."""
+        numbers = [float(number) for number in value]
+        if len(numbers) != 4 or not all(math.isfinite(number) for number in numbers):
+            raise ValueError("support: four finite numbers")
+        support = cls(*numbers)
+        if support.low_feature > support.high_feature or not 0 <= support.low_score <= support.high_score <= 1:
+            raise ValueError("support: ranges out of order")
+        return support
+
+
+def fit_support(features: np.ndarray, labels: np.ndarray) -> Support:
+    """The support of a fit on these features and 0/1 labels (`Support`)."""
+    features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    order = np.argsort(features, kind="stable")
+    tail = min(len(labels), max(SUPPORT_TAIL_MIN, int(SUPPORT_TAIL_SHARE * len(labels))))
+    least, most = labels[order[:tail]], labels[order[-tail:]]
+    return Support(
+        float(features.min()),
+        float(features.max()),
+        wilson_interval(int(least.sum()), tail)[0],
+        wilson_interval(int(most.sum()), tail)[1],
+    )
+
+
+def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (sound at 0 and 1 successes, unlike the normal one)."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass
 class Calibrator:
-    """Platt scaling of a span's probability (``feature``: `span_feature`); ``fitted_on``: how many
-    questions it was fitted on."""
+    """Platt scaling of a span's probability (``feature``: `span_feature`), held to its ``support``;
+    ``fitted_on``: how many questions it was fitted on."""
 
     slope: float
     intercept: float
     fitted_on: int
+    support: Support
     feature: str = "span_logit"
     method: str = "platt"
     # SQuAD v2: Platt scaling of the null margin to P(no answer is right); None: not fitted
     null_slope: float | None = None
     null_intercept: float | None = None
     null_fitted_on: int = 0
+    null_support: Support | None = None
+    # The precision of the logits it was fitted on (`qa.runtime.device.Runtime.precision`); inference under
+    # another says so (bf16 and fp32 logits differ a little).
+    precision: str | None = None
     # The settings the fitted feature depends on (`feature_settings`): a span's probability among the
     # valid spans of its window changes with the windows and the longest answer. None: not recorded
     # (calibrators stored before it was), applied everywhere.
@@ -75,33 +145,43 @@ class Calibrator:
         )
 
     def confidence(self, log_prob: float | np.ndarray) -> Any:
-        return _sigmoid(self.slope * span_feature(log_prob, self.feature) + self.intercept)
+        return self.support.bound(self.slope, self.intercept, span_feature(log_prob, self.feature))
 
     @property
     def calibrates_no_answer(self) -> bool:
-        return self.null_slope is not None and self.null_intercept is not None
+        return self.null_slope is not None and self.null_intercept is not None and self.null_support is not None
 
     def no_answer_confidence(self, null_margin: float | np.ndarray) -> Any:
-        if self.null_slope is None or self.null_intercept is None:
+        if self.null_slope is None or self.null_intercept is None or self.null_support is None:
             raise ValueError("this calibrator was fitted without no-answer questions (see calibrates_no_answer)")
-        return _sigmoid(self.null_slope * np.asarray(null_margin, dtype=np.float64) + self.null_intercept)
+        return self.null_support.bound(self.null_slope, self.null_intercept, np.asarray(null_margin, dtype=np.float64))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["support"] = self.support.to_list()
+        values["null_support"] = self.null_support.to_list() if self.null_support is not None else None
+        return values
 
     @classmethod
     def from_dict(cls, value: Any) -> Calibrator | None:
-        """The calibrator a config.json stores, or None for a value that is not one (an unknown method)."""
+        """The calibrator a config.json stores, or None for a value that is not one: an unknown method, a
+        wrong type, a number that is not finite, or one stored without its support (before calibrators
+        were held to their data: such a one would extrapolate, so it is not applied)."""
         if not isinstance(value, dict) or value.get("method") != "platt" or value.get("feature") not in SPAN_FEATURES:
             return None
         try:
             slope, intercept, fitted_on = float(value["slope"]), float(value["intercept"]), int(value["fitted_on"])
+            support = Support.from_list(value["support"])
             null: list[float | None] = [value.get("null_slope"), value.get("null_intercept")]
             null = [float(number) for number in null if number is not None] if None not in null else [None, None]
+            null_support = Support.from_list(value["null_support"]) if null[0] is not None else None
             null_fitted = int(value.get("null_fitted_on", 0))
             fitted_with = value.get("fitted_with")
             if fitted_with is not None:
                 fitted_with = {str(name): int(number) for name, number in dict(fitted_with).items()}
+            precision = value.get("precision")
+            if precision is not None and not isinstance(precision, str):
+                return None
         except (KeyError, TypeError, ValueError):
             return None
         if not all(math.isfinite(number) for number in [slope, intercept, *(n for n in null if n is not None)]):
@@ -110,11 +190,14 @@ class Calibrator:
             slope,
             intercept,
             fitted_on,
+            support,
             feature=value["feature"],
             null_slope=null[0],
             null_intercept=null[1],
             null_fitted_on=null_fitted,
+            null_support=null_support,
             fitted_with=fitted_with,
+            precision=precision,
         )
 
 
@@ -192,10 +275,32 @@ def fit_calibrator(
     correct: np.ndarray,
     feature: str = SPAN_FEATURES[0],
     fitted_with: dict[str, int] | None = None,
+    precision: str | None = None,
 ) -> Calibrator:
     """The span calibrator of these answers (their log-probabilities and exact match, 0 or 1)."""
-    slope, intercept = platt_fit(span_feature(log_probs, feature), correct)
-    return Calibrator(slope, intercept, int(len(correct)), feature=feature, fitted_with=fitted_with)
+    values = span_feature(log_probs, feature)
+    slope, intercept = platt_fit(values, correct)
+    support = fit_support(values, correct)
+    return Calibrator(
+        slope, intercept, int(len(correct)), support, feature=feature, fitted_with=fitted_with, precision=precision
+    )
+
+
+def exclusive_scores(scores: list[float]) -> list[float]:
+    """The scores of one question's ranked answers (its "no answer" among them) made exclusive: at most
+    one of them is exactly right, so they sum to at most 1. Each was calibrated as if it were the only
+    answer; the first keeps its score (the one the calibrator was fitted on), the others share what it
+    leaves, scaled down together where they would take more, and none shows more than the one before it
+    (a list is read from the top)."""
+    if not scores:
+        return []
+    first, rest = scores[0], scores[1:]
+    room = max(0.0, 1.0 - first)
+    scale = min(1.0, room / sum(rest)) if sum(rest) > 0 else 1.0
+    shown = [first]
+    for score in rest:
+        shown.append(min(score * scale, shown[-1]))
+    return shown
 
 
 def ranking_problem(calibrator: Calibrator, log_probs: np.ndarray) -> str | None:
@@ -245,17 +350,24 @@ def with_no_answer_fit(calibrator: Calibrator, null_margins: np.ndarray, no_answ
     slope, intercept = platt_fit(null_margins, labels)
     if np.ptp(null_margins) > RANKING_SPREAD and slope <= 0:  # a larger margin must make "no answer" likelier
         return calibrator
-    return replace(calibrator, null_slope=slope, null_intercept=intercept, null_fitted_on=len(labels))
+    return replace(
+        calibrator,
+        null_slope=slope,
+        null_intercept=intercept,
+        null_fitted_on=len(labels),
+        null_support=fit_support(null_margins, labels),
+    )
 
 
 def no_answer_problem(no_answer_right: np.ndarray) -> str | None:
     """Why these questions cannot fit the no-answer calibrator (None: they can)."""
     labels = np.asarray(no_answer_right, dtype=np.float64)
     without = int(labels.sum())
-    if len(labels) < MIN_QUESTIONS_TO_FIT or without in (0, len(labels)):
+    fewest = min(without, len(labels) - without)
+    if len(labels) < MIN_QUESTIONS_TO_FIT or fewest < MIN_NO_ANSWER_OF_EACH_KIND:
         return (
             f"{len(labels)} questions ({len(labels) - without} with an answer, {without} without): at least "
-            f"{MIN_QUESTIONS_TO_FIT} questions in all, some with and some without an answer, are needed"
+            f"{MIN_QUESTIONS_TO_FIT} questions in all, {MIN_NO_ANSWER_OF_EACH_KIND} of each kind, are needed"
         )
     return None
 
@@ -266,73 +378,20 @@ def fitted_on_evaluation(
     null_margins: np.ndarray | None = None,
     no_answer_right: np.ndarray | None = None,
     fitted_with: dict[str, int] | None = None,
+    precision: str | None = None,
 ) -> tuple[Calibrator | None, str | None]:
     """The calibrator an evaluation fits, on its answered questions and, for data with unanswerable
     questions, on every question's null margin too; or None and the reason it cannot be fitted."""
     problem = calibration_problem(log_probs, correct)
     if problem is not None:
         return None, problem
-    calibrator = fit_calibrator(log_probs, correct, fitted_with=fitted_with)
+    calibrator = fit_calibrator(log_probs, correct, fitted_with=fitted_with, precision=precision)
     problem = ranking_problem(calibrator, log_probs)
     if problem is not None:
         return None, problem
     if null_margins is not None and no_answer_right is not None:
         calibrator = with_no_answer_fit(calibrator, null_margins, no_answer_right)
     return calibrator, None
-
-
-def calibration_bins(scores: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
-    """Equal-width bins of the score over [0, 1]: count, mean score and accuracy of each (the
-    reliability diagram); a score of exactly 1 falls in the last bin."""
-    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    index = np.minimum((scores * bins).astype(np.int64), bins - 1)
-    rows = []
-    for b in range(bins):
-        chosen = index == b
-        count = int(chosen.sum())
-        rows.append(
-            {
-                "lower": b / bins,
-                "upper": (b + 1) / bins,
-                "count": count,
-                "mean_score": float(scores[chosen].mean()) if count else None,
-                "accuracy": float(correct[chosen].mean()) if count else None,
-            }
-        )
-    return rows
-
-
-def expected_calibration_error(scores: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """Sum over equal-width bins of (share of questions) x |mean score - accuracy|."""
-    total = len(scores)
-    gaps = [
-        row["count"] / total * abs(row["mean_score"] - row["accuracy"])
-        for row in calibration_bins(scores, correct, bins)
-        if row["count"]
-    ]
-    return float(sum(gaps))
-
-
-def brier_score(scores: np.ndarray, correct: np.ndarray) -> float:
-    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    return float(np.mean((scores - correct) ** 2)) if len(scores) else 0.0
-
-
-def risk_coverage(scores: np.ndarray, correct: np.ndarray) -> tuple[list[dict[str, float]], float]:
-    """Answering only the questions at or above a cut-off, most confident first: at each coverage the
-    exact match among the answered and the lowest score answered; and the area under the curve of
-    exact match against coverage (higher is better: 1 for a perfect ranking of a perfect model)."""
-    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    if not len(scores):
-        return [], 0.0
-    order = np.argsort(-scores, kind="stable")
-    answered = np.arange(1, len(scores) + 1)
-    accuracy = np.cumsum(correct[order]) / answered
-    points = [
-        {"coverage": float(n / len(scores)), "exact_match": float(100 * a), "min_score": float(s)}
-        for n, a, s in zip(answered.tolist(), accuracy.tolist(), scores[order].tolist())
-    ]
-    return points, float(accuracy.mean())
 
 
 def _sigmoid(z: np.ndarray | np.floating) -> np.ndarray:

@@ -16,18 +16,11 @@ import numpy as np
 
 from qa.config.settings import DEFAULT_BATCH_TOKENS, DecodeSettings, WindowSettings
 from qa.data.windows import WindowLayout, build_eval_windows, window_layout
-from qa.eval.calibration import (
-    Calibrator,
-    brier_score,
-    expected_calibration_error,
-    feature_settings,
-    fitted_on_evaluation,
-    prediction_confidence,
-    risk_coverage,
-)
+from qa.eval.calibration import Calibrator, feature_settings, fitted_on_evaluation, prediction_confidence
 from qa.eval.decoding import Prediction, decode_windows
 from qa.eval.inference import gather_logits, predict_logits, shard_windows
 from qa.eval.metrics import v2_raw_scores
+from qa.eval.reliability import brier_score, expected_calibration_error, risk_coverage
 from qa.eval.report import ReportInputs, build_report
 from qa.eval.report_html import render_report
 from qa.eval.scoring import ThresholdRule, score_predictions, uses_v2_rules
@@ -129,6 +122,7 @@ class Evaluation:
     null_margins: np.ndarray | None = None
     no_answer_right: np.ndarray | None = None
     fitted_with: dict[str, int] | None = None  # the settings a calibrator fitted here depends on
+    precision: str | None = None  # of the logits (`Runtime.precision`): a calibrator fitted here records it
 
     def fit_calibrator(self) -> Calibrator | None:
         """The calibrator this evaluation fits (`qa.eval.calibration.fitted_on_evaluation`), or None."""
@@ -137,7 +131,12 @@ class Evaluation:
     def calibration(self) -> tuple[Calibrator | None, str | None]:
         """The calibrator this evaluation fits, or None and why it cannot."""
         return fitted_on_evaluation(
-            self.span_log_probs, self.span_correct, self.null_margins, self.no_answer_right, self.fitted_with
+            self.span_log_probs,
+            self.span_correct,
+            self.null_margins,
+            self.no_answer_right,
+            self.fitted_with,
+            self.precision,
         )
 
 
@@ -176,7 +175,6 @@ def score_examples(
     save_nbest: bool = False,
     progress: bool = False,
     tune_null_threshold: bool = False,
-    keep_degenerate_threshold: bool = False,
     with_report: bool = True,
 ) -> Evaluation | None:
     """Answer every example and score it against its gold answers (None on ranks other than 0).
@@ -185,9 +183,8 @@ def score_examples(
     scripts' input), ``metrics.json`` and, with ``save_nbest``, ``nbest_predictions.json``.
     SQuAD v2.0 scoring (``settings.version_2``, or data with unanswerable questions) adds
     ``na_prob.json`` and the F1-best null threshold; with ``tune_null_threshold`` that
-    threshold is used for the predictions where it can be tuned (see `qa.eval.scoring.tuned_threshold`;
-    ``keep_degenerate_threshold``: also where it cannot). ``with_report``: also ``report.json`` and
-    ``report.html`` (`qa.eval.report`).
+    threshold is used for the predictions where it can be tuned (see `qa.eval.scoring.tuned_threshold`).
+    ``with_report``: also ``report.json`` and ``report.html`` (`qa.eval.report`).
     """
     timings, layout = Timings(), list[WindowLayout]()
     predictions = answer_examples(
@@ -209,9 +206,9 @@ def score_examples(
         settings,
         timings,
         layout[0],
+        precision=runtime.precision,
         save_nbest=save_nbest,
         tune_null_threshold=tune_null_threshold,
-        keep_degenerate_threshold=keep_degenerate_threshold,
         with_report=with_report,
     )
 
@@ -223,17 +220,18 @@ def score_answers(
     timings: Timings,
     layout: WindowLayout,
     *,
+    precision: str,
     save_nbest: bool = False,
     tune_null_threshold: bool = False,
-    keep_degenerate_threshold: bool = False,
     with_report: bool = True,
 ) -> Evaluation:
     """The scoring half of `score_examples`, on answers already found: pure, so it can run again on the
-    same answers (evaluate.py --calibrate scores them again under the calibrator it fitted)."""
+    same answers (evaluate.py --calibrate scores them again under the calibrator it fitted). ``precision``:
+    of the logits the answers came from (recorded in metrics.json and in a calibrator fitted here)."""
     began = time.perf_counter()
     example_ids = list(examples["id"])
     golds = {example_id: list(gold["text"]) for example_id, gold in zip(example_ids, examples["answers"])}
-    rule = ThresholdRule(settings.decode.null_threshold, tune_null_threshold, keep_degenerate_threshold)
+    rule = ThresholdRule(settings.decode.null_threshold, tune_null_threshold)
     version_2 = uses_v2_rules(settings.version_2, golds)
     # v2.0 scoring: each best span's F1 had the model answered (threshold search and report), computed once
     span_f1 = v2_raw_scores({i: p.text for i, p in zip(example_ids, predictions)}, golds)[1] if version_2 else None
@@ -251,6 +249,7 @@ def score_answers(
         "brier": brier_score(confidences, correct),
         "risk_coverage_area": area,
         "calibrated": settings.calibrator is not None,
+        "precision": precision,
         "num_examples": len(example_ids),
         "num_windows": timings.num_windows,
         "seconds": {
@@ -295,6 +294,7 @@ def score_answers(
     log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
     evaluation = Evaluation(metrics, files, log_probs, correct[answered])
     evaluation.fitted_with = feature_settings(settings.window, settings.decode)
+    evaluation.precision = precision
     if margins is not None:
         finite = np.isfinite(margins)
         no_answer = np.array([not any(golds[example_id]) for example_id in example_ids], dtype=np.float64)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from qa.eval.calibration import calibration_bins, expected_calibration_error, risk_coverage
+from qa.eval.reliability import calibration_bins, expected_calibration_error, risk_coverage
 
 QUESTION_WORDS = ("what", "which", "who", "whom", "whose", "when", "where", "why", "how")
 ANSWER_LENGTHS = (("1 word", 1, 1), ("2-3 words", 2, 3), ("4-7 words", 4, 7), ("8+ words", 8, None))

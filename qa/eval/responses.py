@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from qa.data.questions import Question
-from qa.eval.calibration import Calibrator, candidate_confidence, span_confidence
+from qa.eval.calibration import Calibrator, candidate_confidence, exclusive_scores, span_confidence
 from qa.eval.decoding import Prediction
 from qa.eval.passages import merge_passages
 
@@ -25,22 +25,20 @@ def answers_json(
     ``start`` / ``end`` are character offsets (code points) into the context. ``score`` is the
     answer's confidence (`qa.eval.calibration`): with a calibrator, the probability that it is exactly
     right; for the "no answer" candidate of a model with a null threshold, the probability that no
-    answer is right. Spans come in the order of their score (one context's spans share one
-    normalizer). With ``with_null`` every object says whether it is that candidate. With
-    ``min_confidence``: `select_answers`.
+    answer is right. The answers exclude one another, so their scores sum to at most 1
+    (`qa.eval.calibration.exclusive_scores`) and come in the order shown. With ``with_null`` every
+    object says whether it is that candidate. With ``min_confidence``: `select_answers`.
     """
     if not prediction.nbest:
         # No span to answer with (a context the tokenizer reads as empty): said, never a silent "".
         answers = [{"answer": "", "score": 0.0, "start": 0, "end": 0, "no_answer": True}]
     else:
+        scores = exclusive_scores(
+            [candidate_confidence(candidate, prediction, calibrator, null_threshold) for candidate in prediction.nbest]
+        )
         answers = [
-            {
-                "answer": candidate.text,
-                "score": round(candidate_confidence(candidate, prediction, calibrator, null_threshold), 6),
-                "start": candidate.start,
-                "end": candidate.end,
-            }
-            for candidate in prediction.nbest
+            {"answer": candidate.text, "score": round(score, 6), "start": candidate.start, "end": candidate.end}
+            for candidate, score in zip(prediction.nbest, scores)
         ]
     if with_null:
         for answer in answers:
@@ -59,12 +57,16 @@ def passage_answers_json(
     """The best ``top_k`` answers across the passages of one question (`qa.eval.passages`), each with
     ``passage``, the index of its passage, and ``start`` / ``end`` into that passage."""
     ranked, _, _ = merge_passages(predictions, null_threshold, None)
+    scores = exclusive_scores(
+        [
+            span_confidence(item.log_prob, calibrator)
+            if item.passage >= 0
+            else candidate_confidence(item.candidate, item.prediction, calibrator, null_threshold)
+            for item in ranked
+        ]
+    )
     answers = []
-    for item in ranked:
-        if item.passage >= 0:
-            score = span_confidence(item.log_prob, calibrator)
-        else:
-            score = candidate_confidence(item.candidate, item.prediction, calibrator, null_threshold)
+    for item, score in zip(ranked, scores):
         answer = {
             "answer": item.candidate.text,
             "score": round(score, 6),

@@ -15,16 +15,19 @@ import numpy as np
 from qa.eval.decoding import Prediction, decide_no_answer
 from qa.eval.metrics import best_null_threshold, squad_scores, squad_v2_scores
 
+# A tuned null threshold needs at least this many validation questions with an answer and as many without:
+# the F1-best cut on fewer is the sample's, not the model's (one unanswerable question decides it alone).
+# SQuAD v2's dev set has thousands of each; docs/design.md says why 25.
+MIN_QUESTIONS_OF_EACH_KIND = 25
+
 
 @dataclass
 class ThresholdRule:
     """Which null threshold decides the v2 answers: the one given (None: always answer) or, with
-    ``tune``, the F1-best one where the data can tune it (both kinds of question), and with
-    ``keep_degenerate`` also where it cannot."""
+    ``tune``, the F1-best one where the data can tune it (`tuned_threshold`)."""
 
     given: float | None = None
     tune: bool = False
-    keep_degenerate: bool = False
 
 
 def uses_v2_rules(version_2: bool, golds: dict[str, list[str]]) -> bool:
@@ -48,11 +51,12 @@ def score_predictions(
     return _score_v2(example_ids, golds, predictions, rule, span_f1)
 
 
-def tuned_threshold(best_threshold: float, num_answerable: int, num_unanswerable: int, asked: bool) -> float | None:
-    """The threshold to store after tuning: the F1-best one, when the validation data holds both
-    answerable and unanswerable questions. With only one kind the F1-best threshold is degenerate
-    (it answers everything, or nothing at all) and is kept only when v2 was asked for explicitly."""
-    if asked or (num_answerable and num_unanswerable):
+def tuned_threshold(best_threshold: float, num_answerable: int, num_unanswerable: int) -> float | None:
+    """The threshold to store after tuning: the F1-best one, when the validation data holds at least
+    `MIN_QUESTIONS_OF_EACH_KIND` answerable and as many unanswerable questions; else none (the model
+    always answers). With one kind only the F1-best threshold is degenerate (it answers everything, or
+    nothing at all); with a few of one kind it is those few questions' own."""
+    if min(num_answerable, num_unanswerable) >= MIN_QUESTIONS_OF_EACH_KIND:
         return best_threshold
     return None
 
@@ -71,9 +75,9 @@ def _score_v2(
     )
     has_answer = [bool(golds[i]) for i in example_ids]
     best_threshold, best_f1 = best_null_threshold(differences, [span_f1[i] for i in example_ids], has_answer)
-    if rule.tune or rule.keep_degenerate:
+    if rule.tune:
         answerable = sum(has_answer)
-        threshold = tuned_threshold(best_threshold, answerable, len(has_answer) - answerable, rule.keep_degenerate)
+        threshold = tuned_threshold(best_threshold, answerable, len(has_answer) - answerable)
     else:
         threshold = rule.given
     for prediction in predictions:

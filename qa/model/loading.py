@@ -135,12 +135,19 @@ def check_model_fits(name_or_path: str, window: WindowSettings) -> PretrainedCon
     return config
 
 
-def load_qa_model(name_or_path: str, *, require_qa_head: bool, dtype: torch.dtype | None = None) -> PreTrainedModel:
+def load_qa_model(
+    name_or_path: str,
+    *,
+    require_qa_head: bool,
+    dtype: torch.dtype | None = None,
+    config: PretrainedConfig | None = None,
+) -> PreTrainedModel:
     """An `AutoModelForQuestionAnswering`; with ``require_qa_head`` the checkpoint must be a complete QA model.
-    ``dtype`` (say torch.bfloat16): the weights are loaded in it, not in fp32 and cast afterwards."""
+    ``dtype`` (say torch.bfloat16): the weights are loaded in it, not in fp32 and cast afterwards. ``config``:
+    the checkpoint's, where the caller read it already."""
     from transformers import AutoModelForQuestionAnswering
 
-    config = load_config(name_or_path)
+    config = config if config is not None else load_config(name_or_path)
     architectures = config.architectures or []
     is_qa_model = any(QA_CLASS_SUFFIX in name for name in architectures)
     if require_qa_head and not is_qa_model:

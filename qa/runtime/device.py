@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,8 +37,11 @@ class Runtime:
         return self.rank == 0
 
     def autocast(self) -> AbstractContextManager[Any]:
-        """One autocast context for every precision: a no-op for fp32."""
-        if self.precision == "fp32" or self.bf16_weights:
+        """One autocast context for every precision: a no-op for fp32. With bf16 weights too: a family that
+        makes fp32 tensors of its own inside the forward pass (XLNet's relative position encoding) would
+        otherwise meet bf16 weights in one matmul and fail; with the weights already bf16 autocast casts
+        nothing else (the same spans and time on MiniLM: bench/README.md)."""
+        if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -68,6 +71,15 @@ def resolve_precision(requested: str, device: torch.device, for_inference: bool 
             return "bf16" if for_inference and native_cpu_bf16() else "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return requested
+
+
+def inference_runtime(runtime: Runtime) -> Runtime:
+    """The runtime evaluate.py and predict.py use by default on this run's device (`resolve_precision` for
+    inference): training's evaluations run under it, so that the threshold and calibrator they fit, and the
+    scores they report, are those of the precision that will use them."""
+    precision = resolve_precision("auto", runtime.device, for_inference=True)
+    bf16_weights = runtime.device.type == "cpu" and precision == "bf16"
+    return replace(runtime, precision=precision, bf16_weights=bf16_weights)
 
 
 def precision_note(runtime: Runtime, requested: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.eval.evaluator import write_result_files
-from qa.eval.scoring import summary_line
+from qa.eval.scoring import MIN_QUESTIONS_OF_EACH_KIND, summary_line
 from qa.files import CHECKPOINT_PREFIX, EVALUATION_FILES, METRICS_FILE, read_json_object
 from qa.model.carried import store_carried
 from qa.runtime.device import barrier
@@ -111,11 +111,10 @@ def say_threshold(run: Run, metrics: dict[str, Any]) -> None:
     answerable, unanswerable = metrics.get("HasAns_total", 0), metrics.get("NoAns_total", 0)
     counts = f"{answerable} answerable and {unanswerable} unanswerable validation questions"
     if threshold is None:
-        kind = "answerable" if unanswerable == 0 else "unanswerable"
         run.log.say(
-            f"no null threshold stored: the validation data holds only {kind} questions ({counts}), so the F1-best "
-            "threshold would answer every question or none; the model always answers. Validate on data with both "
-            "kinds, or pass --version-2-with-negative to store the F1-best threshold anyway"
+            f"no null threshold stored: tuning one needs at least {MIN_QUESTIONS_OF_EACH_KIND} answerable and "
+            f"{MIN_QUESTIONS_OF_EACH_KIND} unanswerable validation questions, and there are {counts}, so the "
+            "model always answers. Validate on more of both kinds, or give one with --null-threshold"
         )
         return
     if run.config.decode.null_threshold is not None:

@@ -4,6 +4,7 @@ are read back once per logging interval, which is also where a non-finite loss i
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import time
@@ -28,7 +29,7 @@ from qa.data.windows import TrainWindows
 from qa.eval.evaluator import AnswerSettings, Evaluation, score_examples
 from qa.files import CHECKPOINT_PREFIX
 from qa.model.carried import Carried
-from qa.runtime.device import Runtime, barrier, inference_batch_size
+from qa.runtime.device import Runtime, barrier, inference_batch_size, inference_runtime
 from qa.train.checkpoint import prune_checkpoints, rng_states, save_checkpoint
 from qa.train.distillation import Teacher
 from qa.train.losses import distillation_loss, shared_norm_loss, span_loss
@@ -292,17 +293,23 @@ def _evaluate_during_training(run: Run, bar: Any, batches_per_epoch: int) -> Eva
 
 
 def score_validation(run: Run, progress: bool) -> Evaluation | None:
-    """The current weights scored on the validation data: the null threshold tuned (unless one was given),
-    a degenerate one kept only when v2 was asked for (see `qa.eval.scoring.tuned_threshold`)."""
+    """The current weights scored on the validation data, under the precision inference uses by default on
+    this device (`qa.runtime.device.inference_runtime`: on a CPU with native bf16, a bf16 copy of the
+    weights, as evaluate.py loads them), so that what is fitted here (null threshold, calibrator) and the
+    scores reported are the ones evaluate.py and predict.py then give; the null threshold tuned unless one
+    was given (see `qa.eval.scoring.tuned_threshold`)."""
+    runtime = inference_runtime(run.runtime)
+    model = run.raw_model
+    if runtime.bf16_weights:
+        model = copy.deepcopy(run.raw_model).to(torch.bfloat16)
     return score_examples(
-        run.raw_model,
+        model,
         run.tokenizer,
         run.validation,
         eval_settings(run),
-        run.runtime,
+        runtime,
         progress=progress,
         tune_null_threshold=run.config.decode.null_threshold is None,
-        keep_degenerate_threshold=run.config.version_2_with_negative,
     )
 
 

@@ -137,6 +137,7 @@ def _card_fields(record: RunRecord) -> dict[str, Any]:
             shown[key.replace("_", " ")] = settings[key]
     return {
         "title": Path(settings["output_dir"]).name,
+        "directory": Path(settings["output_dir"]).name,
         "model": settings["model"],
         "train_data": _data_names(settings, "train"),
         "validation_data": _data_names(settings, "validation"),

@@ -26,7 +26,7 @@ from qa.files import read_training_args
 from qa.model.carried import drop_carried
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
 from qa.model.student import check_student_layers, shrink_to_layers
-from qa.runtime.device import Runtime, main_process_first, setup_runtime, shutdown
+from qa.runtime.device import Runtime, inference_runtime, main_process_first, setup_runtime, shutdown
 from qa.train.checkpoint import (
     clear_run,
     holds_a_run,
@@ -246,6 +246,7 @@ def _plan(run: Run, num_examples: int) -> str:
         + ("up to " if config.distractors else "")
         + f"{config.batch_size * runtime.world_size * config.grad_accum} windows ({config.batch_size} per device x "
         f"{runtime.world_size} devices x {config.grad_accum} accumulation); {runtime.device.type} {runtime.precision}"
+        + _evaluation_precision(run)
         + (
             f"; distilling from {config.teacher} (alpha {config.distill_alpha}, T {config.distill_temperature})"
             if config.teacher
@@ -257,6 +258,15 @@ def _plan(run: Run, num_examples: int) -> str:
             else ""
         )
     )
+
+
+def _evaluation_precision(run: Run) -> str:
+    """Where evaluations run under another precision than training (`qa.train.loop.score_validation`)."""
+    evaluation = inference_runtime(run.runtime)
+    if run.validation is None or evaluation.precision == run.runtime.precision:
+        return ""
+    how = "bf16 weights" if evaluation.bf16_weights else f"{evaluation.precision} autocast"
+    return f"; evaluations in {how}, as evaluate.py and predict.py run here by default"
 
 
 def _load_validation(config: TrainConfig) -> Any:

@@ -1,0 +1,1 @@
+"""The Python API: `qa.api.pipeline.pipeline`, exported as `qa.pipeline`."""
