@@ -51,7 +51,9 @@ def answered(reader, examples):
     from qa.eval.evaluator import answer_examples
     from qa.eval.metrics import v2_raw_scores
 
-    predictions = answer_examples(reader.model, reader.tokenizer, examples, reader.settings, reader.runtime, with_nbest=True)
+    predictions = answer_examples(
+        reader.model, reader.tokenizer, examples, reader.settings, reader.runtime, with_nbest=True
+    )
     ids = list(examples["id"])
     golds = {i: list(g["text"]) for i, g in zip(ids, examples["answers"])}
     exact, _ = v2_raw_scores({i: p.text for i, p in zip(ids, predictions)}, golds)
@@ -97,7 +99,10 @@ def main() -> None:
     model_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
     print(f"machine: {model_name} ({platform.machine()}); precision {args.precision}")
     examples = load_examples(file=str(DEV), for_training=False)
-    print("| model | fitted on (EM) | set | questions | EM | ECE: line followed | ECE: held to its data | scores held | top-3 sums > 1: before | after |")
+    print(
+        "| model | fitted on (EM) | set | questions | EM | ECE: line followed | ECE: held to its data | scores held "
+        "| top-3 sums > 1: before | after |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for ckpt, fit in zip(args.ckpt, fits):
         window = settings_as_trained(WindowSettings, {"ckpt": ckpt})
@@ -114,15 +119,18 @@ def main() -> None:
         }
         for name, (preds, lp, right) in sets.items():
             followed, held = line(calibrator, lp), calibrator.confidence(lp)
+            changed = 100 * np.mean(np.abs(followed - held) > 1e-9)
+            before, after = over_one(preds, calibrator), over_one(preds, calibrator, exclusive=True)
             print(
                 f"| {Path(ckpt).name} | {fit} ({100 * correct[:fit].mean():.1f}) | {name} | {len(right)} | "
                 f"{100 * right.mean():.2f} | {expected_calibration_error(followed, right):.4f} | "
-                f"{expected_calibration_error(held, right):.4f} | {100 * np.mean(np.abs(followed - held) > 1e-9):.1f}% | "
-                f"{100 * over_one(preds, calibrator):.1f}% | {100 * over_one(preds, calibrator, exclusive=True):.1f}% |"
+                f"{expected_calibration_error(held, right):.4f} | {changed:.1f}% | {100 * before:.1f}% | "
+                f"{100 * after:.1f}% |"
             )
         support = calibrator.support
         print(
-            f"<!-- {Path(ckpt).name}: slope {calibrator.slope:.3f}, intercept {calibrator.intercept:.3f}, feature range "
+            f"<!-- {Path(ckpt).name}: slope {calibrator.slope:.3f}, intercept {calibrator.intercept:.3f}, "
+            "feature range "
             f"[{support.low_feature:.2f}, {support.high_feature:.2f}], scores held to [{support.low_score:.3f}, "
             f"{support.high_score:.3f}] -->"
         )

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from helpers import REPO_ROOT, SQUAD_ARTICLES
 
@@ -113,13 +114,28 @@ def test_window_and_answer_length_keywords_change_the_answers(qa):
         qa(question="Who won?", context=CONTEXT, max_seq_len=48, doc_stride=47)
 
 
-def test_align_to_words_widens_a_span_that_starts_inside_a_word(qa):
-    from qa.api.pipeline import _widen
+def test_align_to_words_widens_spans_to_words_and_merges_those_that_become_one():
+    from qa.eval.decoding import Candidate, Prediction
+    from qa.eval.words import aligned_to_words, widen
 
-    words = [(0, 2), (3, 7), (8, 11)]
-    assert _widen(words, 4, 6) == (3, 7) and _widen(words, 3, 11) == (3, 11) and _widen(words, 9, 10) == (8, 11)
-    aligned = qa(question="Who won?", context="In 2016 the DenverBroncos won.", align_to_words=True)
-    assert aligned["answer"] == "DenverBroncos"
+    text = "In 1998 near Zurich."
+    words = [(0, 2), (3, 7), (8, 12), (13, 19), (19, 20)]
+    assert widen(words, 4, 6, text) == (3, 7) and widen(words, 3, 12, text) == (3, 12)
+    assert widen(words, 14, 17, text) == (13, 19) and widen(words, 2, 4, text) == (3, 7)  # edge space dropped
+    # "99" and "19" both become "1998" (probabilities 0.2 + 0.15), which then outranks "near" (0.3).
+    nbest = [
+        Candidate("near", 8, 12, score=-1.2, probability=0.3, log_prob=np.log(0.3)),
+        Candidate("99", 5, 7, score=-1.6, probability=0.2, log_prob=np.log(0.2)),
+        Candidate("", 0, 0, score=-1.7, probability=0.17),  # "no answer": keeps its place
+        Candidate("19", 3, 5, score=-1.9, probability=0.15, log_prob=np.log(0.15)),
+    ]
+    prediction = Prediction("near", 8, 12, score=-1.2, null_score=0.0, log_prob=np.log(0.3), nbest=nbest)
+    aligned = aligned_to_words(prediction, words, text).nbest
+    assert [(c.text, c.start, c.end) for c in aligned] == [("1998", 3, 7), ("near", 8, 12), ("", 0, 0)]
+    assert aligned[0].log_prob == pytest.approx(np.log(0.35)) and aligned[0].score == pytest.approx(
+        np.logaddexp(-1.6, -1.9)
+    )
+    assert prediction.nbest[1].text == "99"  # the reader's own prediction is left as it was
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ calibrator; README "Python" says how it differs from the old one).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -105,9 +104,7 @@ class QuestionAnsweringPipeline:
         ]
         answers: list[list[dict[str, Any]]] = []
         for begin in range(0, len(asked), QUESTIONS_PER_PASS):
-            answers += reader.answer(asked[begin : begin + QUESTIONS_PER_PASS])
-        if options.align_to_words:
-            answers = [_aligned(reader, item, found) for item, found in zip(asked, answers)]
+            answers += reader.answer(asked[begin : begin + QUESTIONS_PER_PASS], align_to_words=options.align_to_words)
         shaped = [_shape(found, options.top_k) for found in answers]
         return shaped[0] if single else shaped
 
@@ -152,7 +149,9 @@ def _decode(options: CallOptions, stored_threshold: float | None = None) -> Deco
     threshold = stored_threshold
     if threshold is None and options.handle_impossible_answer:
         threshold = 0.0
-    n_best = max(DecodeSettings.n_best, options.top_k)
+    # With align_to_words transformers 4 took 2 x top_k + 10 token spans a window before merging those that
+    # became one word span (their probabilities add up): the same candidates make the same sums here.
+    n_best = 2 * options.top_k + 10 if options.align_to_words else max(DecodeSettings.n_best, options.top_k)
     return DecodeSettings(n_best=n_best, max_answer_length=options.max_answer_len, null_threshold=threshold)
 
 
@@ -191,43 +190,3 @@ def _shape(answers: list[dict[str, Any]], top_k: int) -> dict[str, Any] | list[d
                 item[extra] = answer[extra]
         shaped.append(item)
     return shaped[0] if top_k == 1 else shaped
-
-
-def _aligned(reader: Reader, question: Question, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``align_to_words``: each span widened to whole words (the tokenizer's words, as transformers 4's
-    ``word_to_chars``), so an answer never starts or ends inside a word; a span that becomes another's
-    is listed once."""
-    passages = question.passages
-    words = [_word_spans(reader, passage) for passage in passages]
-    kept, seen = [], set()
-    for answer in answers:
-        if answer["answer"] == "":
-            kept.append(answer)
-            continue
-        index = answer.get("passage") or 0
-        start, end = _widen(words[index], answer["start"], answer["end"])
-        if (index, start, end) in seen:
-            continue
-        seen.add((index, start, end))
-        kept.append({**answer, "start": start, "end": end, "answer": passages[index][start:end]})
-    return kept
-
-
-def _word_spans(reader: Reader, text: str) -> list[tuple[int, int]]:
-    encoding = reader.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    spans: dict[int, list[int]] = {}
-    for word, (start, end) in zip(encoding.word_ids(), encoding["offset_mapping"]):
-        if word is None or end <= start:
-            continue
-        span = spans.setdefault(word, [start, end])
-        span[0], span[1] = min(span[0], start), max(span[1], end)
-    return sorted((start, end) for start, end in spans.values())
-
-
-def _widen(words: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
-    for word_start, word_end in words:
-        if word_start <= start < word_end:
-            start = word_start
-        if word_start < end <= word_end:
-            end = word_end
-    return start, end

@@ -21,6 +21,7 @@ from qa.errors import QAError
 from qa.eval.calibration import Calibrator, feature_settings
 from qa.eval.evaluator import AnswerSettings, answer_examples
 from qa.eval.responses import answers_json, passage_answers_json
+from qa.eval.words import aligned_to_words, word_spans
 from qa.files import DEFAULT_OUTPUT_DIR
 from qa.model.carried import Carried, with_stored_threshold
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
@@ -47,10 +48,11 @@ class Reader:
     def has_null_threshold(self) -> bool:
         return self.settings.decode.null_threshold is not None
 
-    def answer(self, questions: list[Question]) -> list[list[dict[str, Any]]]:
+    def answer(self, questions: list[Question], *, align_to_words: bool = False) -> list[list[dict[str, Any]]]:
         """The best ``question.top_k`` answers of every question, as JSON objects. A question with several
         passages is one row per passage in the same batched pass (each passage tokenised once). Under
-        torchrun every rank shares the work and rank 0 gets every answer (the others: an empty list)."""
+        torchrun every rank shares the work and rank 0 gets every answer (the others: an empty list).
+        ``align_to_words``: spans widened to whole words and merged by text (`qa.eval.words`)."""
         # Positions, not the askers' ids, key the rows: ids may repeat and every question is answered.
         rows = [(index, passage) for index, item in enumerate(questions) for passage in item.passages]
         columns = {
@@ -61,6 +63,11 @@ class Reader:
         predictions = answer_examples(self.model, self.tokenizer, columns, self.settings, self.runtime, with_nbest=True)
         if predictions is None:  # a rank other than 0
             return []
+        if align_to_words:
+            predictions = [
+                aligned_to_words(prediction, word_spans(self.tokenizer, context), context)
+                for prediction, context in zip(predictions, columns["context"])
+            ]
         threshold, calibrator = self.settings.decode.null_threshold, self.settings.calibrator
         results, begin = [], 0
         for item in questions:

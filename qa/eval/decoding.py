@@ -96,8 +96,11 @@ def decode_spans(
     num_windows, length = start_logits.shape
     k = min(n_best, length)
     in_context = offsets[..., 0] != NOT_CONTEXT
-    start_top = _top_k_positions(start_logits, k)
-    end_top = _top_k_positions(end_logits, k)
+    # The n-best positions are searched among the context's tokens only: a question or special token can
+    # never start or end an answer, and counting it among the n-best would leave a valid span unseen
+    # (transformers' question-answering pipeline searches the context alone too).
+    start_top = _top_k_positions(np.where(in_context, start_logits, -np.inf), k)
+    end_top = _top_k_positions(np.where(in_context, end_logits, -np.inf), k)
     rows = np.arange(num_windows)[:, None]
     pair_scores = (start_logits[rows, start_top][:, :, None] + end_logits[rows, end_top][:, None, :]).astype(np.float64)
     span_length = end_top[:, None, :] - start_top[:, :, None] + 1
