@@ -17,7 +17,7 @@ data that holds unanswerable ones. The threshold decides whether to abstain; thi
 
 A fitted line says nothing beyond its data, so a calibrator never follows it there (`Support`): the
 feature is held to the range seen when fitting, and the score to what the data's extremes show, the
-95% Wilson interval of the accuracy among the least and the most confident tenth of the fitting
+95% Wilson interval of the accuracy among the least and the most confident twentieth of the fitting
 questions (docs/design.md measures the rule). A model that is right 4% of the time cannot be made to
 say 99%. And answers to one question exclude one another: `exclusive_scores` keeps their sum at most 1.
 Pure numpy: usable from a notebook on any set of scores.
@@ -37,8 +37,9 @@ MIN_QUESTIONS_TO_FIT = 200  # below this the fit says more about the sample than
 # "No answer" is fitted only on data with at least this many questions of each kind (with and without an
 # answer): the same minimum as the null threshold's (`qa.eval.scoring.MIN_QUESTIONS_OF_EACH_KIND`).
 MIN_NO_ANSWER_OF_EACH_KIND = 25
-# The tails whose accuracy bounds a calibrated score: a tenth of the fitting questions, at least this many.
-SUPPORT_TAIL_SHARE = 0.1
+# The tails whose accuracy bounds a calibrated score: a twentieth of the fitting questions, at least this many
+# (a tenth or a fifth held the scores of a well-fitted model too tightly: bench/README.md).
+SUPPORT_TAIL_SHARE = 0.05
 SUPPORT_TAIL_MIN = 20
 WILSON_Z = 1.96  # a 95% interval
 # Raw scores that differ by less than this across the fitting questions carry no ranking to keep.
