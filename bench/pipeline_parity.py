@@ -39,7 +39,12 @@ for max_answer_len in (15, 30):
     start = time.perf_counter()
     answers = qa(questions, max_answer_len=max_answer_len)
     seconds = time.perf_counter() - start
-    found[max_answer_len] = {{"seconds": seconds, "spans": [[a["start"], a["end"]] for a in answers]}}
+    found[max_answer_len] = {{
+        "seconds": seconds,
+        "spans": [[a["start"], a["end"]] for a in answers],
+        "answers": [a["answer"] for a in answers],
+        "scores": [a["score"] for a in answers],
+    }}
 print(json.dumps({{"load": loaded - began, "answers": found}}))
 """
 
@@ -78,6 +83,30 @@ def predict_input(questions: list[dict], ckpt: str, precision: str) -> float:
         return time.perf_counter() - began
 
 
+def scores_table(theirs: dict, ours_fp32: dict, ours_auto: dict, golds: dict) -> None:
+    """Each side's score of its answer against whether that answer is exactly right (defaults)."""
+    import numpy as np
+
+    from qa.eval.metrics import v2_raw_scores
+    from qa.eval.reliability import brier_score, expected_calibration_error
+
+    print("| score | mean | EM of the answers | ECE | Brier |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, side in (
+        ("transformers 4 (start x end softmax of the window)", theirs),
+        ("qa.pipeline, fp32", ours_fp32),
+        ("qa.pipeline, default", ours_auto),
+    ):
+        answers = side["answers"]["15"]
+        exact, _ = v2_raw_scores({str(n): a for n, a in enumerate(answers["answers"])}, golds)
+        right = np.array([exact[str(n)] for n in range(len(golds))], dtype=float)
+        score = np.array(answers["scores"], dtype=float)
+        print(
+            f"| {name} | {score.mean():.4f} | {100 * right.mean():.2f} | "
+            f"{expected_calibration_error(score, right):.4f} | {brier_score(score, right):.4f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True)
@@ -89,12 +118,14 @@ def main() -> None:
     print(f"machine: {model_name}; one thread per side; first {args.questions} questions of {DEV.name}")
 
     data = json.loads(DEV.read_text())["data"]
-    questions = [
-        {"question": qa["question"], "context": paragraph["context"]}
+    asked = [
+        ({"question": qa["question"], "context": paragraph["context"]}, [a["text"] for a in qa["answers"]])
         for article in data
         for paragraph in article["paragraphs"]
         for qa in paragraph["qas"]
     ][: args.questions]
+    questions = [question for question, _ in asked]
+    golds = {str(n): gold for n, (_, gold) in enumerate(asked)}
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "questions.json"
         path.write_text(json.dumps(questions))
@@ -109,6 +140,7 @@ def main() -> None:
         ("qa.pipeline, fp32", ours_fp32, predict_input(questions, args.ckpt, "fp32")),
         ("qa.pipeline, default (auto)", ours_auto, predict_input(questions, args.ckpt, "auto")),
     ]
+    scores_table(theirs, ours_fp32, ours_auto, golds)
     base = theirs["answers"]["15"]["seconds"]
     print(
         "| side | answering the list | questions/s | vs transformers 4 | import + load + answer "

@@ -1,7 +1,7 @@
 """`from qa import pipeline`: transformers 4's question-answering pipeline, called as it was, answering with
 this project's reader: every call form and keyword, lists in order, bad input refused before any model
 work, the same spans as predict.py, and the same spans as transformers 4.57's pipeline where it is
-installed beside (QA_TRANSFORMERS4_PATH, which .ci/run sets)."""
+installed beside (.ci-transformers4, which .ci/run installs, or QA_TRANSFORMERS4_PATH)."""
 
 import json
 import os
@@ -221,12 +221,16 @@ def test_spans_equal_predict_py_at_the_same_settings(tiny_model_dir, tmp_path, c
     ]
 
 
-TRANSFORMERS_4 = os.environ.get("QA_TRANSFORMERS4_PATH")
+# transformers 4.57 in a directory of its own (`pip install --target`): .ci/run installs it at .ci-transformers4
+TRANSFORMERS_4 = os.environ.get("QA_TRANSFORMERS4_PATH") or (
+    str(REPO_ROOT / ".ci-transformers4") if (REPO_ROOT / ".ci-transformers4" / "transformers").is_dir() else None
+)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not TRANSFORMERS_4, reason="transformers 4.57 is not installed beside (QA_TRANSFORMERS4_PATH; .ci/run sets it)"
+    not TRANSFORMERS_4,
+    reason="transformers 4.57 is not installed beside: pip install --target .ci-transformers4 'transformers==4.57.*'",
 )
 def test_spans_equal_transformers_4s_pipeline(tmp_path):
     """transformers 4.57's own pipeline, in a subprocess whose path puts it first, on a small BERT QA model

@@ -8,6 +8,7 @@ carrying that line's own id (default: its line number); ids need not be unique
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,28 @@ def main(argv: list[str] | None = None) -> list[list[dict[str, Any]]]:
 
 def _answer_input(config: PredictConfig, source: str) -> None:
     """--input FILE (or - for standard input): every non-blank line gets one JSON line, in order, written
-    chunk by chunk to standard output or --output (`qa.eval.streaming`); nothing is held whole."""
+    chunk by chunk to standard output or --output (`qa.eval.streaming`); nothing is held whole. The
+    output is checked and locked before the model loads (`qa.eval.stream_output`)."""
+    from qa.eval.stream_output import OutputLock, check_output_path, is_stream
+
+    if source == "-" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise QAError("--input -: torchrun's processes cannot share standard input; give a file")
+    if source != "-" and Path(source).is_dir():
+        raise QAError(f"--input {source}: is a directory")
+    output = Path(config.output) if config.output is not None else None
+    if output is not None:
+        check_output_path(output, source, config.resume, config.overwrite)
+    # One writer per output: rank 0 writes, so rank 0 holds the lock, from before the model loads to the end.
+    writes = int(os.environ.get("RANK", "0")) == 0
+    lock = OutputLock(output) if output is not None and not is_stream(output) and writes else None
+    try:
+        _answer_to(config, source)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _answer_to(config: PredictConfig, source: str) -> None:
     from qa.eval.answering import load_reader
     from qa.eval.streaming import answer_stream, count_questions, stream_settings
     from qa.runtime.device import shutdown
@@ -98,8 +120,8 @@ def _answer_input(config: PredictConfig, source: str) -> None:
         )
 
     # A file is checked whole before the model loads: a bad line is refused before any work or output.
-    # Standard input is checked as it comes, chunk by chunk.
-    total = count_questions(source, read) if source != "-" else None
+    # Standard input (and a named pipe, which can be read once) is checked as it comes, chunk by chunk.
+    total = count_questions(source, read) if source != "-" and Path(source).is_file() else None
     if total == 0:
         raise QAError(f"{source}: no questions in the file")
     reader = load_reader(

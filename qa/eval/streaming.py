@@ -6,11 +6,10 @@ always): fixed positions, so a resumed run and a run of any number of processes 
 uninterrupted single process does, and write the same records in the same order.
 
 With ``--output PATH`` each chunk is appended whole, flushed to disk, and only then recorded in a
-progress file beside it (``.NAME.progress.json``: the settings, the questions done, the output's length
-and a hash of the input lines read). ``--resume`` cuts the output back to that length (a chunk a kill
-interrupted is written again), checks that the settings and the input up to there are the same, and
-continues. Under torchrun, chunk k goes to rank k % world size, and rank 0 writes every round of chunks
-in order (standard output too).
+progress file beside it (`qa.eval.stream_output`: the record binds settings, output and input).
+``--resume`` checks them, cuts the output back to the record's length (a chunk a kill interrupted is
+written again) and continues. Under torchrun, chunk k goes to rank k % world size, and rank 0 writes
+every round of chunks in order (standard output too); a rank that fails ends every rank with its line.
 """
 
 from __future__ import annotations
@@ -29,11 +28,18 @@ from qa.data.questions import Question, QuestionProblem
 from qa.errors import QAError
 from qa.eval.answering import Reader
 from qa.eval.responses import shape_answers
-from qa.files import json_line, read_json_object, write_json
+from qa.eval.stream_output import (
+    Progress,
+    Sink,
+    check_resumable,
+    input_tally,
+    is_stream,
+    progress_path,
+    read_progress,
+)
+from qa.files import json_line, write_json
 from qa.runtime.device import Runtime, barrier
 from qa.text import BOM, jsonl_record
-
-PROGRESS_VERSION = 1
 
 
 @dataclass
@@ -74,23 +80,34 @@ class Chunk:
     index: int
     questions: list[Question]
     digest: str  # sha256 of the input's bytes up to this chunk's last line
+    bytes_read: int  # the input's bytes up to there
 
 
-def _chunks(stream: BinaryIO, where: str, read: Any, size: int) -> Iterator[Chunk]:
+@dataclass
+class InputTally:
+    """The whole input as read, once it has been: its bytes and their sha256."""
+
+    size: int = 0
+    digest: str = ""
+
+
+def _chunks(stream: BinaryIO, where: str, read: Any, size: int, tally: InputTally) -> Iterator[Chunk]:
     digest = hashlib.sha256()
     current: list[Question] = []
-    index = 0
+    index = read_bytes = 0
     for line in _lines(stream):
         digest.update(line.raw)
+        read_bytes += len(line.raw)
         question = _question(line, where, read)
         if question is None:
             continue
         current.append(question)
         if len(current) == size:
-            yield Chunk(index, current, digest.copy().hexdigest())
+            yield Chunk(index, current, digest.copy().hexdigest(), read_bytes)
             current, index = [], index + 1
     if current:
-        yield Chunk(index, current, digest.hexdigest())
+        yield Chunk(index, current, digest.copy().hexdigest(), read_bytes)
+    tally.size, tally.digest = read_bytes, digest.hexdigest()
 
 
 @contextmanager
@@ -114,38 +131,10 @@ def count_questions(source: str, read: Any) -> int:
     """Check every line of a file before any work (a bad line is then refused before any output, as
     for a small file) and count its questions, for the progress bar; standard input is checked as it
     comes instead."""
-    if not Path(source).is_file():
+    if not Path(source).exists():
         raise QAError(f"{source}: no such file")
     with _open_input(source) as stream:
         return sum(_question(line, source, read) is not None for line in _lines(stream))
-
-
-@dataclass
-class Progress:
-    """What the progress file beside an --output records."""
-
-    version: int
-    settings: dict[str, Any]
-    questions_done: int
-    chunks_done: int
-    output_bytes: int
-    input_digest: str | None
-    complete: bool = False
-
-
-def progress_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.progress.json")
-
-
-def _read_progress(output: Path) -> Progress | None:
-    path = progress_path(output)
-    if not path.is_file():
-        return None
-    stored = read_json_object(path, "the progress of the run to resume")
-    try:
-        return Progress(**stored)
-    except TypeError:
-        raise QAError(f"{path}: not a progress file of this version; start again with --overwrite") from None
 
 
 def _differences(began: dict[str, Any], now: dict[str, Any]) -> str:
@@ -192,15 +181,18 @@ def answer_stream(
     total: int | None = None,
 ) -> int:
     """Answer every question of ``source`` (a path or "-") in chunks, writing one JSON line per question
-    to ``output`` (None: standard output) as each chunk is done; returns the number of questions."""
+    to ``output`` (None: standard output) as each chunk is done; returns the number of questions.
+    ``output`` was checked (`qa.eval.stream_output.check_output_path`) and is locked by the caller."""
     runtime = reader.runtime
     # Each rank answers whole chunks of its own: its reader runs as a single process (no sharding of
     # windows across ranks, no collective inside answering); the ranks meet once per round, to gather.
     solo = replace(reader, runtime=replace(runtime, rank=0, world_size=1))
     out_path = Path(output) if output is not None else None
-    done = Progress(PROGRESS_VERSION, settings, 0, 0, 0, None)
-    if out_path is not None:
-        done = _check_output(out_path, settings, resume, overwrite)
+    recorded = out_path is not None and not is_stream(out_path)
+    done = Progress.fresh(settings)
+    if recorded and out_path is not None:
+        if resume:
+            done = _resumed(out_path, settings, chunk_size, source)
         barrier(runtime)  # every rank has read the output as it was before rank 0 changes it
         if runtime.is_main:
             _start_output(out_path, done)
@@ -209,54 +201,79 @@ def answer_stream(
                 print(f"{out_path}: already complete ({done.questions_done} questions); nothing to do", file=sys.stderr)
             return done.questions_done
     bar = _progress_bar(progress and runtime.is_main, total, done.questions_done)
-    sink = _Sink(out_path, done) if runtime.is_main else None
+    sink = Sink(out_path, done, recorded) if runtime.is_main else None
     answered = done.questions_done
+    tally = InputTally()
     with _open_input(source) as stream:
-        rounds = _rounds(_chunks(stream, source, read, chunk_size), runtime.world_size, done)
+        rounds = _rounds(_chunks(stream, source, read, chunk_size, tally), runtime.world_size, done)
         for round_chunks in rounds:
             mine = round_chunks[runtime.rank] if runtime.rank < len(round_chunks) else None
-            lines = None
+            lines: list[str] | str | None = None
             if mine is not None:
-                results = solo.answer(mine.questions)
-                lines = [json_line(shape_answers(a, q)) + "\n" for a, q in zip(results, mine.questions, strict=True)]
+                lines = _answered_lines(solo, mine, runtime)
             everyone = _gather(runtime, lines)
-            if sink is not None:
-                for chunk, chunk_lines in zip(round_chunks, everyone, strict=False):
-                    sink.write(chunk, chunk_lines)
-                    answered += len(chunk.questions)
-                    bar.update(len(chunk.questions))
-            else:
+            problem = next((item for item in everyone if isinstance(item, str)), None)
+            if sink is not None and problem is None:
+                try:
+                    for chunk, chunk_lines in zip(round_chunks, everyone, strict=False):
+                        sink.write(chunk, chunk_lines if isinstance(chunk_lines, list) else None)
+                        answered += len(chunk.questions)
+                        bar.update(len(chunk.questions))
+                except QAError as error:
+                    problem = str(error)
+            elif sink is None:
                 answered += sum(len(chunk.questions) for chunk in round_chunks)
+            _agreed(runtime, problem)
     if answered == 0 and done.questions_done == 0:
         raise QAError(f"{source}: no questions in the file")
     if sink is not None:
-        sink.finish()
+        sink.finish((tally.size, tally.digest))
     bar.close()
     barrier(runtime)
     return answered
 
 
+def _answered_lines(solo: Reader, chunk: Chunk, runtime: Runtime) -> list[str] | str:
+    """A chunk's output lines; under torchrun a failure becomes its one line, for every rank to end with."""
+    try:
+        results = solo.answer(chunk.questions)
+        return [json_line(shape_answers(a, q)) + "\n" for a, q in zip(results, chunk.questions, strict=True)]
+    except QAError as error:
+        if not runtime.distributed:
+            raise
+        return str(error)
+
+
 def _rounds(chunks: Iterator[Chunk], world_size: int, done: Progress) -> Iterator[list[Chunk]]:
     """Chunks not done yet, ``world_size`` at a time (chunk k of a round to rank k); the input before
-    them must hash as it did in the run being resumed."""
+    them must be, byte for byte, the one the run being resumed read."""
     current: list[Chunk] = []
+    checked = done.chunks_done == 0
     for chunk in chunks:
         if chunk.index < done.chunks_done:
-            if chunk.index == done.chunks_done - 1 and chunk.digest != done.input_digest:
-                raise QAError(
-                    f"--resume: the input's first {done.questions_done} questions differ from those of the run "
-                    "being resumed; use the same input, or start again with --overwrite"
-                )
+            if chunk.index == done.chunks_done - 1:
+                if (chunk.digest, chunk.bytes_read) != (done.input_digest, done.input_bytes):
+                    raise _input_changed(done)
+                checked = True
             continue
         current.append(chunk)
         if len(current) == world_size:
             yield current
             current = []
+    if not checked:  # the input ends before the questions the run had answered
+        raise _input_changed(done)
     if current:
         yield current
 
 
-def _gather(runtime: Runtime, lines: list[str] | None) -> list[list[str] | None]:
+def _input_changed(done: Progress) -> QAError:
+    return QAError(
+        f"--resume: the input changed since the run began (its first {done.questions_done} questions are not "
+        "those the output answers): --overwrite to start again"
+    )
+
+
+def _gather(runtime: Runtime, lines: list[str] | str | None) -> list[Any]:
     """Every rank's lines of a round, on rank 0 (empty on the others)."""
     if not runtime.distributed:
         return [lines]
@@ -267,35 +284,23 @@ def _gather(runtime: Runtime, lines: list[str] | None) -> list[list[str] | None]
     return everyone or []
 
 
-def _check_output(output: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> Progress:
-    """The progress to continue from (none for a new file), changing nothing; refuses an existing output
-    unless told what to do with it, and a resume under other settings."""
-    fresh = Progress(PROGRESS_VERSION, settings, 0, 0, 0, None)
-    if output.exists() and output.is_dir():
-        raise QAError(f"--output {output}: is a directory")
-    if not output.parent.is_dir():
-        raise QAError(f"--output {output}: no such directory {output.parent}")
-    if not resume:
-        if output.exists() and not overwrite:
-            raise QAError(
-                f"--output {output}: exists; --resume continues the run that wrote it, --overwrite replaces it"
-            )
-        return fresh
-    if not output.exists():
-        raise QAError(f"--resume: {output} does not exist; run without --resume to start")
-    progress = _read_progress(output)
-    if progress is None:
-        raise QAError(
-            f"--resume: {output} has no progress record ({progress_path(output).name}): it was not written by "
-            "predict.py --output; --overwrite replaces it"
-        )
+def _resumed(output: Path, settings: dict[str, Any], chunk_size: int, source: str) -> Progress:
+    """The record of the run to continue, refused in one line when its settings, its output or (for a
+    complete run) its input are not what it recorded."""
+    progress = read_progress(output, chunk_size)
     if progress.settings != settings:
         raise QAError(
             f"--resume: {_differences(progress.settings, settings)}; a resumed run must answer as the run it "
             "continues: give the same settings, or start again with --overwrite"
         )
-    if output.stat().st_size < progress.output_bytes:
-        raise QAError(f"--resume: {output} is shorter than its progress record says: start again with --overwrite")
+    check_resumable(output, progress)
+    if progress.complete:
+        with _open_input(source) as stream:
+            if input_tally(stream) != (progress.input_bytes, progress.input_digest):
+                raise QAError(
+                    f"--resume: the input changed since the run began ({source} is not the input {output} answers): "
+                    "--overwrite to start again"
+                )
     return progress
 
 
@@ -310,36 +315,17 @@ def _start_output(output: Path, progress: Progress) -> None:
         os.truncate(output, progress.output_bytes)
 
 
-class _Sink:
-    """Rank 0's writer: standard output, or an --output file with its progress record."""
+def _agreed(runtime: Runtime, problem: str | None) -> None:
+    """Under torchrun every rank learns rank 0's problem of this round (a write that failed, or any rank's
+    failure it gathered) and ends with it, rather than waiting for the next round forever."""
+    if runtime.distributed:
+        import torch
 
-    def __init__(self, output: Path | None, progress: Progress) -> None:
-        self.progress = progress
-        self.file = (output, output.open("ab")) if output is not None else None
-
-    def write(self, chunk: Chunk, lines: list[str] | None) -> None:
-        text = "".join(lines or [])
-        if self.file is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            return
-        output, handle = self.file
-        data = text.encode("utf-8")
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())  # on disk before the progress record says so
-        self.progress.questions_done += len(chunk.questions)
-        self.progress.chunks_done = chunk.index + 1
-        self.progress.output_bytes += len(data)
-        self.progress.input_digest = chunk.digest
-        write_json(progress_path(output), asdict(self.progress))
-
-    def finish(self) -> None:
-        if self.file is not None:
-            output, handle = self.file
-            handle.close()
-            self.progress.complete = True
-            write_json(progress_path(output), asdict(self.progress))
+        shared: list[Any] = [problem]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        problem = shared[0]
+    if problem is not None:
+        raise QAError(problem)
 
 
 def _progress_bar(enabled: bool, total: int | None, initial: int) -> Any:
