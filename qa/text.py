@@ -60,6 +60,19 @@ def label_problem(value: str) -> str | None:
     return None if problem is None or problem.startswith("is empty") else problem
 
 
+def starts_invisibly(character: str) -> bool:
+    """A character no span may start with: white space, a control or format character (zero-width space,
+    soft hyphen, joiners, BOM) or a combining mark (it would draw on nothing)."""
+    category = unicodedata.category(character)
+    return character.isspace() or category in _INVISIBLE_CATEGORIES or category in _MARK_CATEGORIES
+
+
+def ends_invisibly(character: str) -> bool:
+    """A character no span may end with: white space, a control or format character (a combining mark at
+    the end belongs to the character before it)."""
+    return character.isspace() or unicodedata.category(character) in _INVISIBLE_CATEGORIES
+
+
 def has_visible_character(value: str) -> bool:
     """Whether ``value`` holds something other than white space, control and zero-width characters and
     combining marks (a base character that marks could sit on)."""

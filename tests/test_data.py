@@ -155,3 +155,15 @@ def test_inference_batches_hold_at_most_the_token_budget_and_every_window_once()
     parts = token_bounded_parts(lengths[:40], 512)
     assert np.concatenate(parts).tolist() == list(range(40))  # in order, each once
     assert all(len(p) == 1 or len(p) * padded_length(int(lengths[:40][p].max())) <= 512 for p in parts)
+
+
+@pytest.mark.parametrize("gold", ["\u200b", " \u00ad ", "\u0301", "\ufeff\u200d"])
+def test_a_gold_answer_that_shows_nothing_is_refused_like_white_space(tmp_path, gold):
+    context = f"The Denver Broncos won.{gold}"
+    record = {"id": "q", "question": "Who won?", "context": context}
+    record["answers"] = {"text": [gold], "answer_start": [context.index(gold)]}
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    for for_training in (True, False):
+        with pytest.raises(QAError, match="record 'q', field 'answers.text': holds no visible character"):
+            load_examples(file=path, for_training=for_training)

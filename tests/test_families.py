@@ -102,6 +102,29 @@ def test_context_offsets_leave_out_white_space_markers_and_overlaps():
     ]
 
 
+INVISIBLE_CONTEXT = (
+    "The \u200bstatue\u200b was made in 19\u00ad98 near \u2060Z\u00fcrich\u200d.  The \ufeffDenver Broncos\u200b won "
+    "Super\u00adBowl 50 in \u0301Santa Clara\u200c."
+)
+
+
+def test_no_context_span_begins_or_ends_with_an_invisible_character(family_tokenizer):
+    """Zero-width spaces and joiners, soft hyphens, word joiners, a BOM and a lone combining mark around and
+    inside words: no token's context span (and so no answer) starts or ends with one, for any family."""
+    from qa.text import ends_invisibly, starts_invisibly
+
+    name, tokenizer = family_tokenizer
+    examples = {"id": ["i"], "question": ["Who won?"], "context": [INVISIBLE_CONTEXT]}
+    for window in (WindowSettings(48, 16), WindowSettings(384, 128)):
+        features = prepare_eval_features(examples, tokenizer, window)
+        for offsets in features["offset_mapping"]:
+            for span in offsets:
+                if span is None or span[0] == span[1]:
+                    continue
+                text = INVISIBLE_CONTEXT[span[0] : span[1]]
+                assert not starts_invisibly(text[0]) and not ends_invisibly(text[-1]), (name, repr(text))
+
+
 def test_null_positions_are_where_the_tokenizer_puts_its_cls_token(family_tokenizer):
     name, tokenizer = family_tokenizer
     examples = _examples()

@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
 from qa.config.settings import WindowSettings
+from qa.text import ends_invisibly, starts_invisibly
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -91,7 +92,10 @@ def context_offsets(
     SentencePiece and byte-level BPE tokenizers (DeBERTa-v2/v3, DeBERTa, ModernBERT, BigBird) include
     the white space before a word, and a lone word-start piece (``▁``, ``Ġ``) may map to a space, to
     nothing, or overlap the first character of the next token (transformers #14418, tokenizers
-    #1775). So: white space at either end of a span is left out; a token left with no text is not
+    #1775). So: white space at either end of a span is left out, and so are the characters that show
+    nothing there (zero-width and format characters such as a soft hyphen, a combining mark at the start:
+    `qa.text.starts_invisibly`), which a user who highlights or compares an answer would trip on; a token
+    left with no text is not
     context (no answer starts or ends on it); a token whose span is a strict prefix of the next
     token's is a word-start marker, and is not context either. Byte pieces of one character keep
     their shared span. WordPiece offsets pass unchanged.
@@ -102,10 +106,10 @@ def context_offsets(
             spans.append(None)
             continue
         start, end = offset
-        if start < end and (context[start].isspace() or context[end - 1].isspace()):
-            while start < end and context[start].isspace():
+        if start < end and (starts_invisibly(context[start]) or ends_invisibly(context[end - 1])):
+            while start < end and starts_invisibly(context[start]):
                 start += 1
-            while end > start and context[end - 1].isspace():
+            while end > start and ends_invisibly(context[end - 1]):
                 end -= 1
             offset = (start, end)
         if start >= end:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from qa.errors import QAError, record_error
 from qa.hub import hub_unreachable, unreachable_note
-from qa.text import jsonl_records, label_problem, parse_json, read_text, text_problem
+from qa.text import has_visible_character, jsonl_records, label_problem, parse_json, read_text, text_problem
 
 if TYPE_CHECKING:
     import datasets
@@ -328,6 +328,13 @@ def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[st
     for text in texts:
         if not isinstance(text, str) or not text.strip():
             raise record_error(source, label, "answers.text", "must be a non-empty string")
+        if not has_visible_character(text):
+            raise record_error(
+                source,
+                label,
+                "answers.text",
+                "holds no visible character (white space, zero-width or format characters and combining marks alone)",
+            )
         if problem := label_problem(text):
             raise record_error(source, label, "answers.text", problem)
     clean_starts = []
