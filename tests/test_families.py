@@ -125,6 +125,43 @@ def test_no_context_span_begins_or_ends_with_an_invisible_character(family_token
                 assert not starts_invisibly(text[0]) and not ends_invisibly(text[-1]), (name, repr(text))
 
 
+LONG_QUESTION = " ".join(["Which statue near Zurich was made in 1998 by the naive Okonom?"] * 12)
+
+
+def test_a_question_longer_than_a_window_s_room_is_cut_to_fit_for_every_family(family_tokenizer):
+    """SentencePiece tokenisers split the piece left at a cut anew, so a question cut at its 64th token
+    could come back 65 tokens long and the tokenizer panic (a PanicException, not an Exception)."""
+    name, tokenizer = family_tokenizer
+    examples = {"id": ["i"], "question": [LONG_QUESTION], "context": ["The statue was made in 1998 near Zurich. " * 5]}
+    for max_length in (24, 32, 40, 64, 96):
+        for max_question_length in (8, 64):
+            window = WindowSettings(max_length, 8, max_question_length)
+            features = prepare_eval_features(examples, tokenizer, window)
+            assert all(len(ids) <= max_length for ids in features["input_ids"]), (name, max_length)
+            assert any(span is not None for offsets in features["offset_mapping"] for span in offsets), name
+
+
+def test_a_tokenizer_panic_becomes_a_one_line_error():
+    from qa.errors import QAError
+
+    class PanicException(BaseException):  # what the tokenizers library raises from Rust
+        pass
+
+    class Panicking:
+        padding_side = "right"
+        model_input_names = ["input_ids"]
+
+        def num_special_tokens_to_add(self, pair):
+            return 3
+
+        def __call__(self, *args, **kwargs):
+            raise PanicException("called `Result::unwrap()` on an `Err` value\nstack backtrace: ...")
+
+    examples = {"id": ["i"], "question": ["Who?"], "context": ["The Broncos won."]}
+    with pytest.raises(QAError, match=r"^the tokenizer failed on these questions \(PanicException: called"):
+        prepare_eval_features(examples, Panicking(), WindowSettings(64, 8))
+
+
 def test_null_positions_are_where_the_tokenizer_puts_its_cls_token(family_tokenizer):
     name, tokenizer = family_tokenizer
     examples = _examples()

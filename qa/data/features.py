@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
 from qa.config.settings import WindowSettings
+from qa.errors import QAError
 from qa.text import ends_invisibly, starts_invisibly
 
 if TYPE_CHECKING:
@@ -170,16 +171,22 @@ def _encode_windows(
     # Tokenizers that pad on the left expect the context first (as in the Hugging Face QA recipes).
     question_first = tokenizer.padding_side == "right"
     pair = (questions, contexts) if question_first else (contexts, questions)
-    encoded = tokenizer(
-        *pair,
-        truncation="only_second" if question_first else "only_first",
-        max_length=window.max_length,
-        stride=window.stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
-        padding=False,
-    )
+    try:
+        encoded = tokenizer(
+            *pair,
+            truncation="only_second" if question_first else "only_first",
+            max_length=window.max_length,
+            stride=window.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            return_token_type_ids="token_type_ids" in tokenizer.model_input_names,
+            padding=False,
+        )
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # the Rust library's PanicException is not an Exception
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise QAError(f"the tokenizer failed on these questions ({type(error).__name__}: {first_line})") from None
     return encoded, 1 if question_first else 0
 
 
@@ -194,12 +201,23 @@ def _cut_long_questions(
     ]
     if not suspects:
         return questions
-    encoded = tokenizer([questions[index] for index in suspects], add_special_tokens=False, return_offsets_mapping=True)
     questions = list(questions)
-    for row, index in enumerate(suspects):
-        offsets = encoded["offset_mapping"][row]
-        if len(offsets) > max_question_length:
-            questions[index] = questions[index][: offsets[max_question_length - 1][1]]
+    # A cut text can tokenise into more tokens than the tokens it was cut at (SentencePiece splits the piece
+    # left at the cut anew): cut again, one token shorter each time, until every cut question fits.
+    for shorter in range(max_question_length):
+        encoded = tokenizer(
+            [questions[index] for index in suspects], add_special_tokens=False, return_offsets_mapping=True
+        )
+        too_long = []
+        for row, index in enumerate(suspects):
+            offsets = encoded["offset_mapping"][row]
+            if len(offsets) > max_question_length:
+                keep = max(1, max_question_length - shorter)
+                questions[index] = questions[index][: offsets[keep - 1][1]]
+                too_long.append(index)
+        if not too_long:
+            break
+        suspects = too_long
     return questions
 
 
