@@ -335,3 +335,31 @@ def test_torchrun_fails_in_one_line_on_a_full_disk_and_refuses_standard_input(ar
     )
     piped = torchrun("predict.py", *common, "--input", "-")
     assert piped.returncode != 0 and "torchrun's processes cannot share standard input" in piped.stderr
+
+
+def test_input_from_a_named_pipe_is_read_as_a_stream(arranged_model_dir, tmp_path, capsys):
+    import threading
+
+    data = questions_file(tmp_path / "in.jsonl", 6)
+    expected = run(arranged_model_dir, str(data), capsys=capsys)
+    fifo = tmp_path / "questions.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data.read_bytes()))
+    writer.start()
+    assert run(arranged_model_dir, str(fifo), "--chunk-size", "4", capsys=capsys) == expected
+    writer.join(timeout=60)
+
+
+def test_a_hand_edited_stored_threshold_is_refused_in_one_line(arranged_model_dir, tmp_path, capsys):
+    import shutil
+
+    from qa.model.carried import store_carried
+
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    data = questions_file(tmp_path / "in.jsonl", 2)
+    for edited in ("-1.5", True, float("inf"), [1]):
+        store_carried(model, null_threshold=edited)
+        line = refusal(capsys, model, str(data))
+        assert line.startswith(f"config.json qa_null_threshold: {edited!r} is not a finite number"), line
+    run(model, str(data), "--null-threshold", "0", capsys=capsys)  # overridden: answers

@@ -16,11 +16,13 @@ see them too. No other module names those keys.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from qa.config.settings import DecodeSettings
+from qa.errors import QAError
 from qa.files import directory_lock, read_json_object, write_json
 
 NULL_THRESHOLD_KEY = "qa_null_threshold"
@@ -74,7 +76,16 @@ def store_carried(model_dir: Path, **changes: Any) -> None:
 
 
 def with_stored_threshold(decode: DecodeSettings, model: Any) -> DecodeSettings:
-    """``--null-threshold`` when given, else the one the model carries (or none)."""
+    """``--null-threshold`` when given, else the one the model carries (or none); a stored value that is
+    not a finite number (a hand-edited config.json) is refused in one line."""
     if decode.null_threshold is not None:
         return decode
-    return replace(decode, null_threshold=Carried.of(model.config).null_threshold)
+    stored = Carried.of(model.config).null_threshold
+    if stored is not None and (
+        isinstance(stored, bool) or not isinstance(stored, int | float) or not math.isfinite(stored)
+    ):
+        raise QAError(
+            f"config.json {NULL_THRESHOLD_KEY}: {stored!r} is not a finite number; fix it, remove it, or override it "
+            "with --null-threshold"
+        )
+    return replace(decode, null_threshold=None if stored is None else float(stored))
