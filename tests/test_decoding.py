@@ -6,11 +6,14 @@ from qa.eval.decoding import decode_spans
 
 
 def plain_loop(windows, contexts, n_best, max_answer_length):
-    """The Hugging Face recipe's per-window loop, kept here as the oracle."""
+    """The Hugging Face recipe's per-window loop, kept here as the oracle, with its n-best positions taken
+    among the context's tokens (as transformers' question-answering pipeline searches the context alone)."""
     candidates = {example: [] for example in range(len(contexts))}
     for example, start_logits, end_logits, offsets in windows:
-        start_indexes = np.argsort(start_logits, kind="stable")[-1 : -n_best - 1 : -1].tolist()
-        end_indexes = np.argsort(end_logits, kind="stable")[-1 : -n_best - 1 : -1].tolist()
+        outside = np.array([offset is None for offset in offsets])
+        start_indexes = np.argsort(np.where(outside, -np.inf, start_logits), kind="stable")[-1 : -n_best - 1 : -1]
+        end_indexes = np.argsort(np.where(outside, -np.inf, end_logits), kind="stable")[-1 : -n_best - 1 : -1]
+        start_indexes, end_indexes = start_indexes.tolist(), end_indexes.tolist()
         for start in start_indexes:
             for end in end_indexes:
                 if offsets[start] is None or offsets[end] is None:
