@@ -167,3 +167,83 @@ def test_a_gold_answer_that_shows_nothing_is_refused_like_white_space(tmp_path, 
     for for_training in (True, False):
         with pytest.raises(QAError, match="record 'q', field 'answers.text': holds no visible character"):
             load_examples(file=path, for_training=for_training)
+
+
+CSV_EXPORT = (
+    "question,context,answer_text,answer_start\n"
+    '"Who won?","In 2016 the Denver Broncos won.",Denver Broncos,12\n'
+    '"Who lost?","In 2016 the Denver Broncos won.",,\n'
+    '"When?","In 2016 the Denver Broncos won.",2016,"3"\n'
+)
+
+
+def flat_shapes(tmp_path):
+    """The shapes people have: a CSV export with answer_text / answer_start columns (no id), JSON Lines with
+    SQuAD-style lists of answer objects (no id), and the hub's own shape."""
+    csv_file = tmp_path / "export.csv"
+    csv_file.write_text(CSV_EXPORT)
+    context = "In 2016 the Denver Broncos won."
+    rows = [
+        {"question": "Who won?", "context": context, "answers": [{"text": "Denver Broncos", "answer_start": 12}]},
+        {"question": "Who lost?", "context": context, "answers": []},
+        {"question": "When?", "context": context, "answers": [{"text": "2016", "answer_start": 3}]},
+    ]
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return csv_file, listed
+
+
+def test_flat_files_in_the_shapes_people_have_load_with_ids_made_from_their_lines(tmp_path, capsys):
+    csv_file, listed = flat_shapes(tmp_path)
+    for path, first_line in ((csv_file, 2), (listed, 1)):
+        examples = load_examples(file=path, for_training=False)
+        assert examples["id"] == [str(first_line), str(first_line + 1), str(first_line + 2)]
+        assert examples["answers"] == [
+            {"text": ["Denver Broncos"], "answer_start": [12]},
+            {"text": [], "answer_start": []},
+            {"text": ["2016"], "answer_start": [3]},
+        ]
+        notes = [line for line in capsys.readouterr().err.splitlines() if "without an id" in line]
+        assert notes == [
+            f"note: {path}: 3 record(s) without an id; each was given its line or row number as its id (the same on "
+            "every run)"
+        ]
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "why"),
+    [
+        ({"answer_text": "Denver", "answer_start": ""}, "answer_start", "is empty while the other is given"),
+        ({"answers": [{"text": "Denver"}]}, "answers", "an answer object lacks text or answer_start"),
+        ({"answers": "Denver"}, "answers", "not in an accepted shape"),
+    ],
+)
+def test_a_flat_record_in_no_accepted_shape_names_its_line_field_and_the_shapes(tmp_path, row, field, why):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "Who won?", "context": "In 2016 the Denver Broncos won.", **row}) + "\n")
+    with pytest.raises(QAError) as caught:
+        load_examples(file=path, for_training=False)
+    message = str(caught.value)
+    assert (
+        f"record 'line 1', field '{field}'" in message and why in message and "answer_text and answer_start" in message
+    )
+
+
+@pytest.mark.slow
+def test_each_flat_shape_trains_and_evaluates(tiny_model_dir, tmp_path, capsys):
+    from helpers import tiny_train_argv
+
+    from qa.commands import evaluate as evaluate_cmd
+    from qa.commands import train as train_cmd
+
+    for path in flat_shapes(tmp_path):
+        out = tmp_path / f"out-{path.stem}"
+        argv = tiny_train_argv(tiny_model_dir, out, tmp_path / "cache", "--max-steps", "2", "--batch-size", "2")
+        summary = train_cmd.main([*argv, "--train-file", str(path), "--validation-file", str(path)])
+        assert summary["metrics"]["num_examples"] == 3 and "NoAns_total" in summary["metrics"]
+        evaluated = evaluate_cmd.main(["--ckpt", str(out), "--output-dir", str(tmp_path / f"e-{path.stem}")])
+        assert "evaluating on" in capsys.readouterr().err  # the run's own validation file, recorded
+        assert evaluated["num_examples"] == 3
+        assert set(json.loads((tmp_path / f"e-{path.stem}" / "predictions.json").read_text())) == {
+            str(n) for n in ((2, 3, 4) if path.suffix == ".csv" else (1, 2, 3))
+        }

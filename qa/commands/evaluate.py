@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,27 @@ def _writable_output_dir(config: EvaluateConfig) -> Path:
     return output_dir
 
 
+def _recorded_validation_file(config: EvaluateConfig, argv: list[str]) -> EvaluateConfig:
+    """No data given (no --validation-file, no --dataset or --split): the validation file the checkpoint's
+    run recorded in its training_args.json, where there is one and it is still there (said on stderr)."""
+    given = {argument.split("=", 1)[0] for argument in argv}
+    if config.validation_file is not None or given & {"--dataset", "--dataset_name", "--split"}:
+        return config
+    settings = Path(config.ckpt) / "training_args.json"
+    recorded = read_json_object(settings, "the run's settings").get("validation_file") if settings.is_file() else None
+    if not isinstance(recorded, str) or not Path(recorded).is_file():
+        return config
+    print(
+        f"note: no data given: evaluating on {recorded}, the validation file of the run that trained {config.ckpt} "
+        "(--validation-file or --dataset to choose)",
+        file=sys.stderr,
+    )
+    return replace(config, validation_file=recorded)
+
+
 @exit_on_qa_error
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
-    config = config_from_args(argv)
+    config = _recorded_validation_file(config_from_args(argv), sys.argv[1:] if argv is None else argv)
     output_dir = _writable_output_dir(config)
     from qa.data.loading import load_examples
     from qa.eval.answering import check_checkpoint, load_reader

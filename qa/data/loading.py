@@ -7,9 +7,10 @@ Every loader returns a `datasets.Dataset` with the columns of the hub's `squad`:
 Local files may be the official nested SQuAD JSON
 (``{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}``) or flat
 records with those columns as JSON lines, a JSON list, CSV (``answers`` as a JSON
-string) or Parquet. Bad data stops with one line naming the file, the record and
-the field; for training, answers whose ``answer_start`` does not point at their
-text are skipped and counted instead, since they would teach a wrong span.
+string) or Parquet, in the shapes `qa.data.shapes` reads as well. Bad data stops
+with one line naming the file, the record and the field; for training, answers
+whose ``answer_start`` does not point at their text are skipped and counted
+instead, since they would teach a wrong span.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qa.data.shapes import ACCEPTED_ANSWERS, as_squad_record
 from qa.errors import QAError, record_error
 from qa.hub import hub_unreachable, unreachable_note
 from qa.text import has_visible_character, jsonl_records, label_problem, parse_json, read_text, text_problem
@@ -195,7 +197,9 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
 def _csv_records(path: Path) -> Iterator[tuple[str | int, dict[str, Any]]]:
     rows = csv.DictReader(io.StringIO(read_text(path), newline=""))
     for row_number, row in enumerate(rows, start=2):
-        if isinstance(row.get("answers"), str):
+        if isinstance(row.get("answers"), str) and not row["answers"].strip():
+            row["answers"] = None  # an empty cell: the answer_text / answer_start columns may hold it
+        elif isinstance(row.get("answers"), str):
             try:
                 row["answers"] = json.loads(row["answers"])
             except (json.JSONDecodeError, RecursionError):
@@ -245,9 +249,12 @@ def validate_records(
     seen_ids: dict[str, str | int] = {}
     skipped = 0
     first_skipped: str | None = None
+    made_ids = 0
     for label, record in records:
         if not isinstance(record, dict):
             raise QAError(f"{source}: record {label!r}: not an object")
+        record, made = as_squad_record(record, label, source)
+        made_ids += made
         if record.get("answers") is None and record.get("is_impossible") is True:
             record = {**record, "answers": []}  # an unanswerable question written without its empty answers
         for field in REQUIRED_FIELDS:
@@ -260,7 +267,7 @@ def validate_records(
             raise record_error(source, label, "id", "must be a non-empty string")
         if problem := label_problem(record_id):
             raise record_error(source, label, "id", problem)
-        label = record_id
+        label = label if made else record_id  # a made id is the line: the line names the record
         for field in ("question", "context"):
             problem = text_problem(record[field])
             if problem:
@@ -297,6 +304,12 @@ def validate_records(
             f"answer text (first: {first_skipped}); kept {len(columns['id'])}",
             file=sys.stderr,
         )
+    if made_ids:
+        print(
+            f"note: {source}: {made_ids} record(s) without an id; each was given its line or row number as its id "
+            "(the same on every run)",
+            file=sys.stderr,
+        )
     return columns
 
 
@@ -317,9 +330,7 @@ def _check_answers(answers: Any, source: str, label: str | int) -> tuple[list[st
     if answers == []:  # a natural way to write "no answer" in flat records
         return [], []
     if not isinstance(answers, dict) or "text" not in answers or "answer_start" not in answers:
-        raise record_error(
-            source, label, "answers", "must be an object with 'text' and 'answer_start' lists ([] for no answer)"
-        )
+        raise record_error(source, label, "answers", f"not in an accepted shape: {ACCEPTED_ANSWERS}")
     texts, starts = answers["text"], answers["answer_start"]
     if not isinstance(texts, list) or not isinstance(starts, list):
         raise record_error(source, label, "answers", "'text' and 'answer_start' must be lists")

@@ -86,6 +86,9 @@ def _score_v2(
     probabilities = no_answer_probabilities(differences, threshold, np.array([p.answer == "" for p in predictions]))
     na_probs = {example_id: float(p) for example_id, p in zip(example_ids, probabilities)}
     scores: dict[str, Any] = squad_v2_scores(answers, golds, na_probs)
+    # v1.1's key too, so that one name reads exact match from every metrics.json (the official v2 script's
+    # `exact` stays beside it)
+    scores["exact_match"] = scores["exact"]
     scores.update(null_threshold=threshold, best_null_threshold=best_threshold, best_null_threshold_f1=best_f1)
     return scores, answers, na_probs
 
@@ -105,7 +108,7 @@ def no_answer_probabilities(differences: np.ndarray, threshold: float | None, un
 
 def summary_line(metrics: dict[str, Any]) -> str:
     """EM / F1 in one line: v1.1 keys, or the v2.0 keys with the null threshold."""
-    if "exact_match" in metrics:
+    if "best_null_threshold" not in metrics:
         return f"exact_match = {metrics['exact_match']:.2f}  f1 = {metrics['f1']:.2f}"
     parts = [f"exact = {metrics['exact']:.2f}  f1 = {metrics['f1']:.2f}"]
     for prefix in ("HasAns", "NoAns"):

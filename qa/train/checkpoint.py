@@ -243,9 +243,10 @@ def clear_run(output_dir: Path, tokenizer_files: list[str]) -> None:
 @contextmanager
 def output_dir_lock(output_dir: Path) -> Iterator[None]:
     """One train.py per output directory. The OS drops the lock when its holder dies, so a
-    killed run never leaves a stale lock behind. A run that ends having written nothing else
-    (it failed before doing work) leaves the file system as it found it: no lock file, and no
-    directory that it created."""
+    killed run never leaves a stale lock behind, and a run that ends (finished or failed) removes its
+    lock file, so a finished model directory holds only what is published or loaded. A run that ends
+    having written nothing else (it failed before doing work) leaves the file system as it found it:
+    no directory that it created."""
     import fcntl
 
     created = not output_dir.exists()
@@ -271,10 +272,10 @@ def output_dir_lock(output_dir: Path) -> Iterator[None]:
         handle.flush()
         yield
     finally:
-        if locked and {item.name for item in output_dir.iterdir()} == found | {LOCK_FILE}:
-            if LOCK_FILE not in found:
-                path.unlink()
-            if created:
+        if locked:
+            untouched = {item.name for item in output_dir.iterdir()} == found | {LOCK_FILE}
+            path.unlink(missing_ok=True)  # still held: no other run took it meanwhile
+            if untouched and created:
                 output_dir.rmdir()
         handle.close()
 

@@ -36,7 +36,8 @@ def finish_run(run: Run, train_seconds: float) -> dict[str, Any] | None:
     if chosen is None and run.validation is not None:
         metrics = _evaluate_final_model(run)
     if run.runtime.is_main:
-        with_curves = plot_curves(output_dir, read_log(output_dir))
+        log = read_log(output_dir)
+        with_curves = plot_curves(output_dir, log)
         if not with_curves:
             run.log.say("note: matplotlib is not installed, so no training_curves.png (pip install matplotlib)")
         record = RunRecord(
@@ -46,6 +47,7 @@ def finish_run(run: Run, train_seconds: float) -> dict[str, Any] | None:
             selected_step=chosen if config.load_best_model_at_end else None,
             train_seconds=train_seconds,
             steps=run.position.step,
+            epochs=max((float(row["epoch"]) for row in log if "epoch" in row), default=0.0),
             with_curves=with_curves,
         )
         write_model_card(output_dir, record)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.files import CURVES_FILE, MODEL_CARD_FILE, MODEL_CARD_TAG, atomic_output
-from qa.model.carried import NULL_THRESHOLD_KEY
+from qa.files import CURVES_FILE, MODEL_CARD_FILE, MODEL_CARD_TAG, atomic_output, read_json_object
+from qa.model.carried import CALIBRATION_KEY, NULL_THRESHOLD_KEY, Carried
 
 HUB_DATASETS = {"squad": "SQuAD v1.1", "squad_v2": "SQuAD v2.0"}
 CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
@@ -63,6 +63,7 @@ class RunRecord:
     selected_step: int | None = None  # the evaluation whose weights are the final model
     train_seconds: float = 0.0  # training time, evaluations not counted
     steps: int = 0
+    epochs: float = 0.0  # passes over the training windows, as trained (the last logged epoch)
     with_curves: bool = False
 
 
@@ -71,8 +72,7 @@ def write_model_card(output_dir: Path, record: RunRecord) -> Path:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     settings, metrics = record.settings, record.metrics
-    model = settings["model"]
-    base_model = None if Path(model).exists() else model  # the metadata names hub models only
+    base_model = model_name(settings["model"])
     validation_data = _data_names(settings, "validation")
     hub_dataset = settings["dataset"] if not settings.get("train_file") else None
     results = []
@@ -104,10 +104,21 @@ def write_model_card(output_dir: Path, record: RunRecord) -> Path:
         model_name=output_dir.name,
         eval_results=results or None,
     )
-    card = ModelCard.from_template(card_data, template_path=str(CARD_TEMPLATE), **_card_fields(record))
+    fields = _card_fields(record)
+    fields["calibration"] = Carried.of(
+        read_json_object(output_dir / "config.json", "the model configuration")
+    ).calibration
+    card = ModelCard.from_template(card_data, template_path=str(CARD_TEMPLATE), **fields)
     with atomic_output(output_dir / MODEL_CARD_FILE) as temporary:
         card.save(temporary)
     return output_dir / MODEL_CARD_FILE
+
+
+def model_name(model: str) -> str:
+    """The model a run started from, as a card names it: a hub id as given, a local directory by its own
+    name (never a path of the machine it was trained on)."""
+    path = Path(model).expanduser()
+    return path.resolve().name if path.exists() else model
 
 
 def _data_names(settings: dict[str, Any], split: str) -> str:
@@ -123,7 +134,7 @@ def _card_fields(record: RunRecord) -> dict[str, Any]:
     window = settings["window"]
     shown = {
         "learning rate": settings["lr"],
-        "epochs": settings["epochs"] if not settings.get("max_steps") else f"{settings['max_steps']} steps",
+        "trained": f"{record.steps} steps ({record.epochs:.2f} epochs)",
         "batch size per device x accumulation": f"{settings['batch_size']} x {settings['grad_accum']}",
         "warmup ratio / weight decay": f"{settings['warmup_ratio']} / {settings['weight_decay']}",
         "max length / stride": f"{window['max_length']} / {window['stride']}",
@@ -135,11 +146,12 @@ def _card_fields(record: RunRecord) -> dict[str, Any]:
     for key in (*keys, "student_layers"):
         if settings.get(key) is not None:
             shown[key.replace("_", " ")] = settings[key]
+    data = _data_names(settings, "train")
     return {
-        "title": Path(settings["output_dir"]).name,
+        "title": f"{model_name(settings['model'])} fine-tuned for extractive question answering on {data}",
         "directory": Path(settings["output_dir"]).name,
-        "model": settings["model"],
-        "train_data": _data_names(settings, "train"),
+        "model": model_name(settings["model"]),
+        "train_data": data,
         "validation_data": _data_names(settings, "validation"),
         "max_train_samples": settings.get("max_train_samples"),
         "max_eval_samples": settings.get("max_eval_samples"),
@@ -148,6 +160,7 @@ def _card_fields(record: RunRecord) -> dict[str, Any]:
         "nan": float("nan"),
         "threshold": _null_threshold(metrics),
         "threshold_key": NULL_THRESHOLD_KEY,
+        "calibration_key": CALIBRATION_KEY,
         "history": [
             {
                 "step": row["step"],
@@ -159,6 +172,7 @@ def _card_fields(record: RunRecord) -> dict[str, Any]:
             for row in record.history
         ],
         "steps": record.steps,
+        "epochs": record.epochs,
         "train_seconds": record.train_seconds,
         "settings_shown": list(shown.items()),
         "curves_file": CURVES_FILE if record.with_curves else None,
