@@ -109,6 +109,15 @@ def test_evaluate_writes_the_report_beside_the_metrics_and_it_renders_in_chromiu
         from selenium.webdriver.common.by import By
 
         assert "exact match" in browser.find_element(By.ID, "headline").text
+        run = browser.find_element(By.ID, "run").text  # what the report measured, at its top
+        for shown in (arranged_model_dir.name, "dev.json", metrics["precision"], "48 tokens, stride 16", "UTC"):
+            assert shown in run, (shown, run)
+        assert (
+            browser.title == f"Evaluation report: {arranged_model_dir.name} on dev.json ({len(predictions)} questions)"
+        )
+        captions = [caption.text for caption in browser.find_elements(By.TAG_NAME, "figcaption")]
+        assert "F1 by question word" in captions and "F1 by length of the gold answer" in captions
+        assert report["run"]["model"] == arranged_model_dir.name and report["run"]["data"] == "dev.json"
         charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
         assert len(charts) >= 6 and all(chart.size["height"] > 0 for chart in charts)
         assert len(browser.find_elements(By.CSS_SELECTOR, "#errors tr.error-row")) == len(report["errors"])
@@ -164,3 +173,22 @@ def test_report_html_escapes_every_text_from_the_data_and_marks_the_answers():
     parsed.feed(page)
     assert parsed.marks == {"prediction": hostile, "gold": '"it\'s"'}  # the answers, whole, as text
     assert sum(hostile in text for text in parsed.texts) >= 4  # title, heading, slice name, question
+
+
+def test_context_snippets_are_cut_at_word_boundaries_with_an_ellipsis():
+    from qa.eval.report import _snippet
+    from qa.eval.report_html import _split
+
+    context = (
+        " ".join(f"word{n}" for n in range(60)) + " the Denver Broncos won " + " ".join(f"tail{n}" for n in range(60))
+    )
+    start = context.index("Denver")
+    snippet = _snippet(context, start, start + len("Denver Broncos"))
+    shown = _split(snippet)
+    assert shown["answer"] == "Denver Broncos"
+    assert shown["before"].startswith("\u2026 word") and shown["after"].endswith(" \u2026")
+    before_words = shown["before"].removeprefix("\u2026 ").split()
+    after_words = shown["after"].removesuffix(" \u2026").split()
+    assert all(w in context.split() for w in before_words + after_words)  # no word cut in two
+    whole = _split(_snippet("the Denver Broncos won", 4, 18))
+    assert whole == {"before": "the ", "answer": "Denver Broncos", "after": " won"}  # nothing cut: no ellipsis

@@ -54,6 +54,14 @@ def _recorded_validation_file(config: EvaluateConfig, argv: list[str]) -> Evalua
     return replace(config, validation_file=recorded)
 
 
+def _about(config: EvaluateConfig) -> dict[str, str]:
+    """What the report says it measured: the model (a local directory by its name) and the data."""
+    checkpoint = Path(config.ckpt)
+    model = checkpoint.resolve().name if checkpoint.exists() else config.ckpt
+    data = Path(config.validation_file).name if config.validation_file else f"{config.dataset} ({config.split})"
+    return {"model": model, "data": data}
+
+
 @exit_on_qa_error
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     config = _recorded_validation_file(config_from_args(argv), sys.argv[1:] if argv is None else argv)
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             save_nbest=config.save_nbest,
             progress=config.progress,
             with_report=config.report != "none",
+            about=_about(config),
         )
     shutdown(reader.runtime)
     metrics = evaluation.metrics if evaluation is not None else None

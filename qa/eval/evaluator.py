@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from qa.eval.inference import gather_logits, predict_logits, shard_windows
 from qa.eval.metrics import v2_raw_scores
 from qa.eval.reliability import brier_score, expected_calibration_error, risk_coverage
 from qa.eval.report import ReportInputs, build_report
-from qa.eval.report_html import render_report
+from qa.eval.report_html import render_report, report_title
 from qa.eval.scoring import ThresholdRule, score_predictions, uses_v2_rules
 from qa.files import (
     EVALUATION_FILES,
@@ -151,12 +152,21 @@ def evaluate_examples(
     save_nbest: bool = False,
     progress: bool = False,
     with_report: bool = True,
+    about: dict[str, str] | None = None,
 ) -> Evaluation | None:
     """`score_examples`, then its result files written into ``output_dir`` on rank 0; returns the evaluation
     (None on other ranks). A result file of an earlier evaluation that this one does not write is removed,
     so the directory always holds one evaluation's set."""
     evaluation = score_examples(
-        model, tokenizer, examples, settings, runtime, save_nbest=save_nbest, progress=progress, with_report=with_report
+        model,
+        tokenizer,
+        examples,
+        settings,
+        runtime,
+        save_nbest=save_nbest,
+        progress=progress,
+        with_report=with_report,
+        about=about,
     )
     if evaluation is None:
         return None
@@ -176,6 +186,7 @@ def score_examples(
     progress: bool = False,
     tune_null_threshold: bool = False,
     with_report: bool = True,
+    about: dict[str, str] | None = None,
 ) -> Evaluation | None:
     """Answer every example and score it against its gold answers (None on ranks other than 0).
 
@@ -184,7 +195,8 @@ def score_examples(
     SQuAD v2.0 scoring (``settings.version_2``, or data with unanswerable questions) adds
     ``na_prob.json`` and the F1-best null threshold; with ``tune_null_threshold`` that
     threshold is used for the predictions where it can be tuned (see `qa.eval.scoring.tuned_threshold`).
-    ``with_report``: also ``report.json`` and ``report.html`` (`qa.eval.report`).
+    ``with_report``: also ``report.json`` and ``report.html`` (`qa.eval.report`), headed by ``about``
+    (``model`` and ``data``: what was evaluated on what).
     """
     timings, layout = Timings(), list[WindowLayout]()
     predictions = answer_examples(
@@ -210,6 +222,7 @@ def score_examples(
         save_nbest=save_nbest,
         tune_null_threshold=tune_null_threshold,
         with_report=with_report,
+        about=about,
     )
 
 
@@ -224,6 +237,7 @@ def score_answers(
     save_nbest: bool = False,
     tune_null_threshold: bool = False,
     with_report: bool = True,
+    about: dict[str, str] | None = None,
 ) -> Evaluation:
     """The scoring half of `score_examples`, on answers already found: pure, so it can run again on the
     same answers (evaluate.py --calibrate scores them again under the calibrator it fitted). ``precision``:
@@ -289,8 +303,15 @@ def score_answers(
             null_differences=margins,
             span_f1=np.array([span_f1[i] for i in example_ids]) if span_f1 is not None else None,
         )
-        files[REPORT_FILE] = build_report(inputs)
-        files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], f"Evaluation report: {len(example_ids)} questions")
+        window = settings.window
+        run = {
+            **(about or {}),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "precision": precision,
+            "windows": f"{window.max_length} tokens, stride {window.stride}",
+        }
+        files[REPORT_FILE] = build_report(inputs, run)
+        files[REPORT_HTML_FILE] = render_report(files[REPORT_FILE], report_title(run, len(example_ids)))
     log_probs = np.array([p.log_prob for p, kept in zip(predictions, answered) if kept], dtype=np.float64)
     evaluation = Evaluation(metrics, files, log_probs, correct[answered])
     evaluation.fitted_with = feature_settings(settings.window, settings.decode)

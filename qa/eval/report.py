@@ -80,7 +80,8 @@ def answer_window(gold_texts: list[str], gold_starts: list[int], spans: list[tup
     return "only in a later window" if any(inside) else "across a window boundary"
 
 
-def build_report(inputs: ReportInputs) -> dict[str, Any]:
+def build_report(inputs: ReportInputs, run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report; ``run``: what it measured (model, data, date, precision, windows), shown at its top."""
     count = len(inputs.ids)
     groups = {
         "question_word": [question_word(q) for q in inputs.questions],
@@ -97,6 +98,7 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
     if inputs.version_2:
         groups["has_answer"] = ["answerable" if g else "unanswerable" for g in inputs.gold_texts]
     report: dict[str, Any] = {
+        "run": run or {},
         "overall": {
             "count": count,
             "exact_match": 100.0 * float(inputs.exact.mean()) if count else 0.0,
@@ -132,9 +134,23 @@ def _slice_rows(labels: list[str], inputs: ReportInputs) -> list[dict[str, Any]]
 
 
 def _snippet(context: str, start: int, end: int) -> dict[str, Any]:
-    """The context around [start, end), with the offsets of that span inside the snippet."""
+    """The context around [start, end), cut at word boundaries (about SNIPPET_CHARS on each side), with
+    the offsets of that span inside the snippet and whether text was cut before or after it."""
     begin, finish = max(0, start - SNIPPET_CHARS), min(len(context), end + SNIPPET_CHARS)
-    return {"text": context[begin:finish], "start": start - begin, "end": end - begin, "offset": begin}
+    if begin > 0:
+        space = context.find(" ", begin, start)
+        begin = space + 1 if space >= 0 else begin
+    if finish < len(context):
+        space = context.rfind(" ", end, finish)
+        finish = space if space >= 0 else finish
+    return {
+        "text": context[begin:finish],
+        "start": start - begin,
+        "end": end - begin,
+        "offset": begin,
+        "cut_before": begin > 0,
+        "cut_after": finish < len(context),
+    }
 
 
 def _confident_errors(inputs: ReportInputs) -> list[dict[str, Any]]:

@@ -32,6 +32,29 @@ def _templates() -> jinja2.Environment:
     )
 
 
+# The slices of report.json, named in words on the page.
+SLICE_TITLES = {
+    "question_word": "question word",
+    "answer_length": "length of the gold answer",
+    "context_length": "length of the context, in windows",
+    "answer_window": "window holding the gold answer",
+    "has_answer": "answerable or not",
+}
+RUN_FIELDS = (
+    ("model", "model"),
+    ("data", "data"),
+    ("date", "date"),
+    ("precision", "precision"),
+    ("windows", "windows"),
+)
+
+
+def report_title(run: dict[str, Any], count: int) -> str:
+    if run.get("model") and run.get("data"):
+        return f"Evaluation report: {run['model']} on {run['data']} ({count} questions)"
+    return f"Evaluation report: {count} questions"
+
+
 def render_report(report: dict[str, Any], title: str) -> str:
     calibration, risk = report["calibration"], report["risk_coverage"]
     bins = [row for row in calibration["bins"] if row["count"]]
@@ -74,6 +97,7 @@ def render_report(report: dict[str, Any], title: str) -> str:
         .get_template("report.html.j2")
         .render(
             title=title,
+            run=[(label, report.get("run", {})[key]) for key, label in RUN_FIELDS if report.get("run", {}).get(key)],
             overall=report["overall"],
             ece=calibration["ece"],
             risk_coverage_area=risk["area"],
@@ -104,7 +128,15 @@ def _bar_chart(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "value_x": LABEL_WIDTH + width + 4,
             }
         )
-    return {"name": name, "width": WIDTH, "height": PAD + BAR_HEIGHT * len(rows) + 10, "bars": bars}
+    return {
+        "name": name,
+        "title": SLICE_TITLES.get(name, name.replace("_", " ")),
+        "width": WIDTH,
+        "height": PAD + BAR_HEIGHT * len(rows) + 26,
+        "axis_x": LABEL_WIDTH,
+        "axis_y": PAD + BAR_HEIGHT * len(rows) + 20,
+        "bars": bars,
+    }
 
 
 def _line_chart(
@@ -161,4 +193,6 @@ def _split(snippet: dict[str, Any] | None) -> dict[str, str] | None:
     if not snippet:
         return None
     text, start, end = snippet["text"], snippet["start"], snippet["end"]
-    return {"before": text[:start], "answer": text[start:end], "after": text[end:]}
+    before = ("\u2026 " if snippet.get("cut_before") else "") + text[:start]
+    after = text[end:] + (" \u2026" if snippet.get("cut_after") else "")
+    return {"before": before, "answer": text[start:end], "after": after}

@@ -310,7 +310,13 @@ def score_validation(run: Run, progress: bool) -> Evaluation | None:
         runtime,
         progress=progress,
         tune_null_threshold=run.config.decode.null_threshold is None,
+        about={"model": f"{run.output_dir.resolve().name} at step {run.position.step}", "data": _validation_name(run)},
     )
+
+
+def _validation_name(run: Run) -> str:
+    file = run.config.validation_file
+    return Path(file).name if file else f"{run.config.dataset} (validation)"
 
 
 def eval_settings(run: Run) -> AnswerSettings:
