@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import REPO_ROOT, make_arranged_model_dir, sigkill_after_checkpoint, tiny_train_argv, train_log
@@ -163,13 +164,28 @@ def test_a_killed_and_resumed_run_ends_with_the_same_history_best_step_and_weigh
 
 
 @pytest.mark.slow
-def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling, tmp_path):
+def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling, tmp_path, capsys):
     from huggingface_hub import ModelCard
     from matplotlib.image import imread
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "out"
     train_cmd.main(falling(out, "--report-to", "tensorboard"))
+    # One line on standard output: where the model is, and its evaluation's scores with their step.
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert capsys.readouterr().out.splitlines() == [
+        json.dumps(
+            {
+                "model": str(out),
+                "steps": 12,
+                "exact_match": metrics["exact_match"],
+                "f1": metrics["f1"],
+                "evaluated_at_step": metrics["step"],
+            }
+        )
+    ]
+    published = {path.name for path in out.iterdir() if not path.name.startswith("checkpoint-")}
+    assert not {name for name in published if name.startswith(".") or name.endswith(".tmp")}, published
     events = EventAccumulator(str(out / "runs"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -185,8 +201,11 @@ def test_tensorboard_events_curves_and_a_model_card_that_the_hub_parses(falling,
     assert (width, height) == (1100, 400)
 
     card = ModelCard.load(out / "README.md")
-    metrics = json.loads((out / "metrics.json").read_text())
     data = card.data.to_dict()
+    model = json.loads((out / "training_args.json").read_text())["model"]
+    assert data["base_model"] == Path(model).name and str(tmp_path) not in card.content  # no machine path
+    assert card.text.startswith(f"# {Path(model).name} fine-tuned for extractive question answering on")
+    assert "12 steps (" in card.text and " epochs)" in card.text and "Calibrator: " in card.text
     assert (data["library_name"], data["pipeline_tag"]) == ("transformers", "question-answering")
     found = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert found == {"exact_match": round(metrics["exact_match"], 2), "f1": round(metrics["f1"], 2)}
@@ -306,7 +325,9 @@ def mlflow_store(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling, tmp_path, monkeypatch, mlflow_store):
+def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(
+    falling, tmp_path, monkeypatch, mlflow_store, capsys
+):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -315,8 +336,11 @@ def test_report_to_all_sends_the_same_records_to_mlflow_and_tensorboard(falling,
     out = tmp_path / "out"
     train_cmd.main(falling(out, "--report-to", "all"))
     run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    assert f"MLflow: run {run_id} in {store} (experiment falling)" in capsys.readouterr().err
     client = MlflowClient(tracking_uri=store)
     run = client.get_run(run_id)
+    artifacts = {item.path for item in client.list_artifacts(run_id)}
+    assert {"README.md", "metrics.json", "report.json", "report.html"} <= artifacts, artifacts
     assert client.get_experiment(run.info.experiment_id).name == "falling"
     window = json.loads((out / "training_args.json").read_text())["window"]
     assert run.data.params["lr"] == "0.03" and run.data.params["window.max_length"] == str(window["max_length"])

@@ -41,6 +41,9 @@ class MetricLogger(Protocol):
     def log(self, record: Record) -> None:
         """One interval's or one evaluation's record (see the module's description)."""
 
+    def attach(self, files: list[Path]) -> None:
+        """The run's records for people (model card, metrics.json, report), once the run has written them."""
+
     def close(self, ending: str = "FINISHED") -> None:
         """Flush and close; ``ending``: one of `ENDINGS`."""
 
@@ -81,6 +84,9 @@ class JsonLinesLogger:
         with self.path.open("a") as handle:
             handle.write(json_line(dict(record)) + "\n")
 
+    def attach(self, files: list[Path]) -> None:
+        pass  # the files are in the output directory already
+
     def close(self, ending: str = "FINISHED") -> None:
         pass
 
@@ -101,6 +107,9 @@ class TensorBoardLogger:
     def log(self, record: Record) -> None:
         for name, value in scalars(record).items():
             self.writer.add_scalar(name, value, record["step"])
+
+    def attach(self, files: list[Path]) -> None:
+        pass  # the files are in the output directory already
 
     def close(self, ending: str = "FINISHED") -> None:
         if self.writer is not None:
@@ -129,6 +138,7 @@ class MLflowLogger:
         if resumed_at is not None and isinstance(earlier, str):
             try:
                 mlflow.start_run(run_id=earlier)
+                self._say_where()
                 return
             except mlflow.exceptions.MlflowException:  # another tracking store than the run's first part
                 print(
@@ -140,6 +150,21 @@ class MLflowLogger:
         write_json(self.run_file, {"run_id": run.info.run_id, "tracking_uri": mlflow.get_tracking_uri()})
         mlflow.log_params(flat_params(self.settings))
         mlflow.set_tag("output_dir", str(self.output_dir.resolve()))
+        self._say_where()
+
+    def _say_where(self) -> None:
+        active = self.mlflow.active_run()
+        print(
+            f"MLflow: run {active.info.run_id} in {self.mlflow.get_tracking_uri()} (experiment "
+            f"{os.environ.get('MLFLOW_EXPERIMENT_NAME') or MLFLOW_EXPERIMENT})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def attach(self, files: list[Path]) -> None:
+        for path in files:
+            if path.is_file():
+                self.mlflow.log_artifact(str(path))
 
     def log(self, record: Record) -> None:
         self.mlflow.log_metrics(scalars(record), step=record["step"])

@@ -22,7 +22,7 @@ from qa.data.distractors import bounded_group_windows, check_titles, lone_questi
 from qa.data.loading import load_examples, load_training_examples
 from qa.data.windows import TrainWindows, build_train_windows, default_cache_dir
 from qa.errors import QAError
-from qa.files import read_training_args
+from qa.files import METRICS_FILE, MODEL_CARD_FILE, REPORT_FILE, REPORT_HTML_FILE, read_training_args
 from qa.model.carried import drop_carried
 from qa.model.loading import check_model_fits, load_qa_model, load_tokenizer, on_device
 from qa.model.student import check_student_layers, shrink_to_layers
@@ -130,7 +130,6 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
     except BaseException:
         log.close("FAILED")
         raise
-    log.close()
     seconds = log.training_seconds
     windows_per_s = log.windows_seen / max(seconds, 1e-9)
     summary: dict[str, Any] = {
@@ -146,7 +145,13 @@ def _train(config: TrainConfig, runtime: Runtime, output_dir: Path) -> dict[str,
         + f" in {seconds:.1f}s of training ({windows_per_s:.2f} windows/s)"
         + (" and stopped early" if run.stopped_early else "")
     )
-    summary["metrics"] = finish_run(run, run.train_seconds + seconds)
+    try:
+        summary["metrics"] = finish_run(run, run.train_seconds + seconds)
+    except BaseException:
+        log.close("FAILED")
+        raise
+    log.attach([output_dir / name for name in (MODEL_CARD_FILE, METRICS_FILE, REPORT_FILE, REPORT_HTML_FILE)])
+    log.close()
     return summary
 
 

@@ -126,6 +126,11 @@ class RunLog:
         )
         bar.set_postfix(f1=f"{scores['f1']:.2f}", step=step, refresh=False)
 
+    def attach(self, files: list[Path]) -> None:
+        """Hand the run's records for people (card, metrics.json, report) to every back-end."""
+        for logger in self.loggers:
+            logger.attach(files)
+
     def close(self, ending: str = "FINISHED") -> None:
         """Close every back-end; ``ending`` says how the run ended (`qa.train.metric_logging.ENDINGS`)."""
         for logger in self.loggers:
