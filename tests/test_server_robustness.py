@@ -242,3 +242,19 @@ def test_schemathesis_finds_no_5xx_no_hang_and_no_traceback(quick_server):
     assert "Traceback" not in log and " ERROR " not in log, log
     status, body, _ = call(base, "/answer", {"question": "Who won?", "context": CONTEXT})
     assert status == 200 and body["answer"] == "Denver Broncos"
+
+
+def test_each_request_is_logged_in_one_line_unless_told_not_to(capsys):
+    import re
+
+    with serving_in_process(batch_wait_ms=0) as (base, _):
+        two = [{"question": "Who won?", "context": CONTEXT}, {"question": "When?", "context": CONTEXT}]
+        assert call(base, "/answer", two)[0] == 200
+        assert call(base, "/answer", {"question": "Who?"})[0] == 422
+        assert call(base, "/health")[0] == 200
+    lines = [line for line in capsys.readouterr().err.splitlines() if " questions " in line]
+    pattern = r"(POST /answer 200 2|POST /answer 422 0|GET /health 200 0) questions \d+ ms"
+    assert len(lines) == 3 and all(re.fullmatch(pattern, line) for line in lines), lines
+    with serving_in_process(batch_wait_ms=0, access_log=False) as (base, _):
+        assert call(base, "/health")[0] == 200
+    assert " questions " not in capsys.readouterr().err

@@ -74,6 +74,11 @@ class Serving:
         "most: more in one request get 413, more waiting get 503 (Retry-After)",
         mode=SERVING,
     )
+    access_log: bool = setting(
+        True,
+        "log one line per request on standard error: method, path, status, questions, milliseconds",
+        mode=SERVING,
+    )
     max_batch_questions: int = setting(
         64,
         "passages answered together in one batch at most; a request's work stops between batches once it has timed out",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -74,6 +76,23 @@ def build_app(reader: Answerer, config: PredictConfig) -> FastAPI:
     app = FastAPI(title="squad-qa", lifespan=lifespan, docs_url=None, redoc_url=None)
     request_body, responses, components = openapi_parts(config)
 
+    if config.access_log:
+
+        @app.middleware("http")
+        async def access_log(request: Request, call_next: Any) -> Any:
+            """One line per request on stderr (--no-access-log: none): method, path, status, questions, ms."""
+            began = time.perf_counter()
+            response = await call_next(request)
+            questions = getattr(request.state, "questions", 0)
+            milliseconds = 1000 * (time.perf_counter() - began)
+            print(
+                f"{request.method} {request.url.path} {response.status_code} {questions} questions "
+                f"{milliseconds:.0f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+            return response
+
     def error(problem: BadRequest, request_id: str | None = None) -> JSONResponse:
         body = {"error": problem.message}
         if problem.field:
@@ -104,6 +123,7 @@ def build_app(reader: Answerer, config: PredictConfig) -> FastAPI:
             except TimeoutError:
                 raise BadRequest(408, f"request body not received within {config.read_timeout_s:g} s") from None
             questions, is_list = parse_questions(body, config)
+            request.state.questions = len(questions)
             pending = batcher.submit(questions, request_id)
             answers = await _wait_for_answers(pending, request, config.answer_timeout_s)
         except BadRequest as problem:
