@@ -247,3 +247,15 @@ def test_each_flat_shape_trains_and_evaluates(tiny_model_dir, tmp_path, capsys):
         assert set(json.loads((tmp_path / f"e-{path.stem}" / "predictions.json").read_text())) == {
             str(n) for n in ((2, 3, 4) if path.suffix == ".csv" else (1, 2, 3))
         }
+
+
+def test_the_readme_s_examples_of_each_flat_shape_load(tmp_path):
+    from helpers import REPO_ROOT
+
+    section = (REPO_ROOT / "README.md").read_text().split("## Data files", 1)[1].split("\n## ", 1)[0]
+    jsonl, csv_text = [block.split("\n", 1)[1] for block in section.split("```")[1:4:2]]
+    (tmp_path / "readme.jsonl").write_text(jsonl)
+    (tmp_path / "readme.csv").write_text(csv_text)
+    for name in ("readme.jsonl", "readme.csv"):
+        examples = load_examples(file=tmp_path / name, for_training=True)
+        assert [a["text"] for a in examples["answers"]] == [["Denver Broncos"], []], name
