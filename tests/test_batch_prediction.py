@@ -363,3 +363,23 @@ def test_a_hand_edited_stored_threshold_is_refused_in_one_line(arranged_model_di
         line = refusal(capsys, model, str(data))
         assert line.startswith(f"config.json qa_null_threshold: {edited!r} is not a finite number"), line
     run(model, str(data), "--null-threshold", "0", capsys=capsys)  # overridden: answers
+
+
+def test_the_progress_bar_moves_with_the_questions_of_a_chunk_not_once_per_chunk(
+    arranged_model_dir, tmp_path, capsys, monkeypatch
+):
+    import qa.eval.streaming as streaming
+
+    updates = []
+
+    class Recorder:
+        def update(self, count):
+            updates.append(count)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(streaming, "_progress_bar", lambda *args: Recorder())
+    data = questions_file(tmp_path / "in.jsonl", 12)
+    run(arranged_model_dir, str(data), "--chunk-size", "1000", "--batch-size", "1", capsys=capsys)
+    assert sum(updates) == 12 and len(updates) >= 6 and all(count > 0 for count in updates), updates

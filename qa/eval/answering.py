@@ -9,6 +9,7 @@ answers is `qa.eval.responses`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,11 +49,18 @@ class Reader:
     def has_null_threshold(self) -> bool:
         return self.settings.decode.null_threshold is not None
 
-    def answer(self, questions: list[Question], *, align_to_words: bool = False) -> list[list[dict[str, Any]]]:
+    def answer(
+        self,
+        questions: list[Question],
+        *,
+        align_to_words: bool = False,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[list[dict[str, Any]]]:
         """The best ``question.top_k`` answers of every question, as JSON objects. A question with several
         passages is one row per passage in the same batched pass (each passage tokenised once). Under
         torchrun every rank shares the work and rank 0 gets every answer (the others: an empty list).
-        ``align_to_words``: spans widened to whole words and merged by text (`qa.eval.words`)."""
+        ``align_to_words``: spans widened to whole words and merged by text (`qa.eval.words`). ``on_batch``:
+        `qa.eval.inference.predict_logits`'s progress."""
         # Positions, not the askers' ids, key the rows: ids may repeat and every question is answered.
         rows = [(index, passage) for index, item in enumerate(questions) for passage in item.passages]
         columns = {
@@ -60,7 +68,9 @@ class Reader:
             "question": [questions[index].question for index, _ in rows],
             "context": [passage for _, passage in rows],
         }
-        predictions = answer_examples(self.model, self.tokenizer, columns, self.settings, self.runtime, with_nbest=True)
+        predictions = answer_examples(
+            self.model, self.tokenizer, columns, self.settings, self.runtime, with_nbest=True, on_batch=on_batch
+        )
         if predictions is None:  # a rank other than 0
             return []
         if align_to_words:

@@ -8,6 +8,7 @@ evaluate.py, train.py's evaluations, predict.py and the server all call
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,7 @@ def answer_examples(
     progress: bool = False,
     timings: Timings | None = None,
     layout: list[WindowLayout] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[Prediction] | None:
     """Best answer (and optionally n-best list) for every example; None on ranks other than 0.
 
@@ -99,6 +101,7 @@ def answer_examples(
         pad_token_id=tokenizer.pad_token_id or 0,
         progress=progress,
         max_tokens=settings.max_batch_tokens,
+        on_batch=on_batch,
     )
     gathered = gather_logits(start_flat, end_flat, runtime)
     timings.inference = time.perf_counter() - began

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,13 +22,15 @@ def predict_logits(
     pad_token_id: int = 0,
     progress: bool = False,
     max_tokens: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Start and end logits of the windows ``window_indices`` (default: all).
 
     Windows are sorted by length into batches padded to their own longest, of at most ``batch_size``
     windows and ``max_tokens`` padded tokens.
     Returns two flat float32 arrays laid out like ``windows.input_ids``; tokens
-    of windows not computed here hold NaN.
+    of windows not computed here hold NaN. ``on_batch(done, total)``: after each batch, the windows
+    done so far and in all (a caller's progress).
     """
     starts = windows.starts
     selected = np.arange(len(windows)) if window_indices is None else np.asarray(window_indices, dtype=np.int64)
@@ -39,6 +42,7 @@ def predict_logits(
 
         batches = tqdm(batches, desc="inference", unit="batch", disable=not runtime.is_main)
     model.eval()
+    done = 0
     with torch.inference_mode(), runtime.autocast():
         for batch_indices in batches:
             batch = collate_windows(
@@ -52,6 +56,9 @@ def predict_logits(
             targets = (starts[batch_indices][:, None] + np.arange(mask.shape[1])[None, :])[mask]
             start_flat[targets] = start_logits[mask]
             end_flat[targets] = end_logits[mask]
+            done += len(batch_indices)
+            if on_batch is not None:
+                on_batch(done, len(selected))
     return start_flat, end_flat
 
 

@@ -209,8 +209,9 @@ def answer_stream(
         for round_chunks in rounds:
             mine = round_chunks[runtime.rank] if runtime.rank < len(round_chunks) else None
             lines: list[str] | str | None = None
+            shown = _ChunkProgress(bar, len(mine.questions) if mine is not None else 0, runtime.distributed)
             if mine is not None:
-                lines = _answered_lines(solo, mine, runtime)
+                lines = _answered_lines(solo, mine, runtime, shown)
             everyone = _gather(runtime, lines)
             problem = next((item for item in everyone if isinstance(item, str)), None)
             if sink is not None and problem is None:
@@ -218,7 +219,7 @@ def answer_stream(
                     for chunk, chunk_lines in zip(round_chunks, everyone, strict=False):
                         sink.write(chunk, chunk_lines if isinstance(chunk_lines, list) else None)
                         answered += len(chunk.questions)
-                        bar.update(len(chunk.questions))
+                        bar.update(len(chunk.questions) - (shown.shown if chunk is mine else 0))
                 except QAError as error:
                     problem = str(error)
             elif sink is None:
@@ -233,10 +234,28 @@ def answer_stream(
     return answered
 
 
-def _answered_lines(solo: Reader, chunk: Chunk, runtime: Runtime) -> list[str] | str:
+class _ChunkProgress:
+    """The progress bar moves with a chunk's forward passes (its share of the chunk's windows done, in
+    questions), not only once a whole chunk is written; under torchrun, by chunks."""
+
+    def __init__(self, bar: Any, questions: int, distributed: bool) -> None:
+        self.bar, self.questions, self.enabled = bar, questions, not distributed
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or not total:
+            return
+        # one short of the whole chunk until it is written: the bar counts answers on their way out
+        target = min(self.questions - 1, self.questions * done // total)
+        if target > self.shown:
+            self.bar.update(target - self.shown)
+            self.shown = target
+
+
+def _answered_lines(solo: Reader, chunk: Chunk, runtime: Runtime, shown: _ChunkProgress) -> list[str] | str:
     """A chunk's output lines; under torchrun a failure becomes its one line, for every rank to end with."""
     try:
-        results = solo.answer(chunk.questions)
+        results = solo.answer(chunk.questions, on_batch=shown)
         return [json_line(shape_answers(a, q)) + "\n" for a, q in zip(results, chunk.questions, strict=True)]
     except QAError as error:
         if not runtime.distributed:
