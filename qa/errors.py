@@ -37,10 +37,10 @@ def exit_on_qa_error(main: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return main(*args, **kwargs)
         except QAError as error:
-            print(f"error: {error}", file=sys.stderr)
+            _say(f"error: {error}")
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
+            _say("error: interrupted")
             raise SystemExit(130) from None
         except BrokenPipeError:
             # Python would complain again while flushing stdout at exit; point it at /dev/null.
@@ -49,7 +49,14 @@ def exit_on_qa_error(main: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            print(f"error: no space left on the device ({error.filename or 'while writing'})", file=sys.stderr)
+            _say(f"error: no space left on the device ({error.filename or 'while writing'})")
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write, so that the lines of processes sharing it (torchrun's ranks) never
+    interleave within a line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

@@ -10,7 +10,7 @@ from typing import Any
 from qa.config.cli import command_parser, parse_config
 from qa.config.evaluate import EvaluateConfig
 from qa.errors import QAError, exit_on_qa_error
-from qa.files import PREDICTIONS_FILE, read_json_object
+from qa.files import PREDICTIONS_FILE, read_json_object, read_training_args
 
 
 def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
@@ -38,12 +38,11 @@ def _writable_output_dir(config: EvaluateConfig) -> Path:
 
 def _recorded_validation_file(config: EvaluateConfig, argv: list[str]) -> EvaluateConfig:
     """No data given (no --validation-file, no --dataset or --split): the validation file the checkpoint's
-    run recorded in its training_args.json, where there is one and it is still there (said on stderr)."""
+    run recorded with its settings, where there is one and it is still there (said on stderr)."""
     given = {argument.split("=", 1)[0] for argument in argv}
     if config.validation_file is not None or given & {"--dataset", "--dataset_name", "--split"}:
         return config
-    settings = Path(config.ckpt) / "training_args.json"
-    recorded = read_json_object(settings, "the run's settings").get("validation_file") if settings.is_file() else None
+    recorded = read_training_args(config.ckpt).get("validation_file")
     if not isinstance(recorded, str) or not Path(recorded).is_file():
         return config
     print(
