@@ -288,6 +288,7 @@ def test_train_stores_the_tuned_threshold_and_evaluate_writes_official_files(tin
         "best_f1_thresh",
     }
     assert official <= set(evaluated)
+    assert evaluated["exact_match"] == evaluated["exact"]  # v1.1's key too: one name for exact match
     references = {
         qa["id"]: [a["text"] for a in qa["answers"]]
         for a in v2_articles(copies=25)
