@@ -173,6 +173,26 @@ def test_null_positions_are_where_the_tokenizer_puts_its_cls_token(family_tokeni
         assert np.all(windows.null_positions == windows.lengths - 1)  # XLNet puts CLS last
 
 
+def test_the_null_position_is_the_window_s_own_cls_even_when_the_context_holds_its_text(family_tokenizer):
+    """A context that holds the text of the CLS token ("<cls>" for XLNet, "[CLS]", "<s>") tokenises it as
+    that token: the null position is still the window's own CLS, at its start or (XLNet) its end."""
+    from qa.data.features import prepare_train_features
+
+    name, tokenizer = family_tokenizer
+    context = f"The statue {tokenizer.cls_token} was made in 1998 near Zurich."
+    examples = {
+        "id": ["i"],
+        "question": ["Where?"],
+        "context": [context],
+        "answers": [{"text": [], "answer_start": []}],
+    }
+    windows = build_eval_windows(examples, tokenizer, WindowSettings(64, 16))
+    edge = windows.lengths - 1 if name == "xlnet" else np.zeros_like(windows.lengths)
+    assert np.array_equal(windows.null_positions, edge), name
+    labels = prepare_train_features(examples, tokenizer, WindowSettings(64, 16))
+    assert labels["start_positions"] == labels["end_positions"] == edge.tolist(), name
+
+
 def _squad_file(path: Path, unanswerable: bool) -> Path:
     articles = []
     for index, (context, answers) in enumerate(zip(CONTEXTS, ANSWERS)):

@@ -40,7 +40,7 @@ def prepare_train_features(
     for row, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
         input_ids = encoded["input_ids"][row]
         # "Not in this window" is labelled at the CLS token wherever the tokenizer puts it (XLNet: last).
-        cls_index = input_ids.index(cls_token_id) if cls_token_id in input_ids else 0
+        cls_index = cls_position(input_ids, cls_token_id)
         answers = examples["answers"][example_index]
         span = None
         if answers["text"]:
@@ -82,6 +82,18 @@ def prepare_eval_features(
     features["example_id"] = example_ids
     features["offset_mapping"] = offset_mapping
     return features
+
+
+def cls_position(input_ids: list[int], cls_token_id: int | None) -> int:
+    """Where a window's CLS token is: at its start (BERT and most), or at its end (XLNet). Not the first
+    CLS id anywhere: a context holding the text ``<cls>`` tokenises it as that id too."""
+    if cls_token_id is None or not input_ids:
+        return 0
+    if input_ids[0] == cls_token_id:
+        return 0
+    if input_ids[-1] == cls_token_id:
+        return len(input_ids) - 1
+    return input_ids.index(cls_token_id) if cls_token_id in input_ids else 0
 
 
 def context_offsets(

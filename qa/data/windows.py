@@ -216,23 +216,21 @@ def build_eval_windows(
         lengths=all_lengths,
         offsets=np.concatenate(offsets),
         window_example=np.concatenate(window_example),
-        null_positions=_first_positions(flat_ids, all_lengths, tokenizer.cls_token_id),
+        null_positions=_cls_positions(flat_ids, all_lengths, tokenizer.cls_token_id),
         example_ids=columns["id"],
         contexts=columns["context"],
     )
 
 
-def _first_positions(flat_ids: np.ndarray, lengths: np.ndarray, token_id: int | None) -> np.ndarray:
-    """Position of ``token_id``'s first occurrence in each window (0 where it does not occur)."""
+def _cls_positions(flat_ids: np.ndarray, lengths: np.ndarray, token_id: int | None) -> np.ndarray:
+    """Each window's CLS position, at its start or at its end (`qa.data.features.cls_position`; not the
+    first CLS id anywhere: a context holding the text ``<cls>`` tokenises it as that id too)."""
     positions = np.zeros(len(lengths), dtype=np.int64)
-    if token_id is None:
+    if token_id is None or not len(lengths):
         return positions
-    window_of_token = np.repeat(np.arange(len(lengths)), lengths)
     starts = window_starts(lengths)
-    hits = np.flatnonzero(flat_ids == token_id)
-    hit_windows = window_of_token[hits]
-    first = np.unique(hit_windows, return_index=True)
-    positions[first[0]] = hits[first[1]] - starts[first[0]]
+    at_end = (flat_ids[starts] != token_id) & (flat_ids[starts + lengths - 1] == token_id)
+    positions[at_end] = lengths[at_end] - 1
     return positions
 
 
