@@ -176,10 +176,13 @@ def test_resume_is_refused_on_another_input_or_other_settings(arranged_model_dir
     assert "--resume: the input changed since the run began (its first 4 questions" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(arranged_model_dir, str(data), *common, "--resume", "--top-k", "3")
-    assert "--resume: top_k 3 (the run began with 1)" in capsys.readouterr().err
+    assert "--resume: --top-k 3 (the run began with 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(arranged_model_dir, str(data), "--output", str(out), "--chunk-size", "5", "--resume")
-    assert "chunk_size 5 (the run began with 4)" in capsys.readouterr().err
+    assert "--chunk-size 5 (the run began with 4)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(arranged_model_dir, str(data), *common, "--resume", "--max-length", "40")
+    assert "--resume: --max-length 40 (the run began with 32)" in capsys.readouterr().err
 
 
 def refusal(capsys, model, *argv) -> str:

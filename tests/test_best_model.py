@@ -407,3 +407,21 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(falling, tmp_path, mlflow_st
         train_cmd.main(falling(out, "--report-to", "mlflow", "--lr", "1e30", "--max-grad-norm", "0"))
     run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
     assert MlflowClient(tracking_uri=store).get_run(run_id).info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_markup_and_quotes_in_file_names_are_shown_not_run_in_the_model_card(tmp_path):
+    import ast
+
+    from huggingface_hub import ModelCard
+
+    model = make_arranged_model_dir(tmp_path / "arranged")
+    data = squad_lines(tmp_path / "<img src=x onerror=alert(1)> {{ data }}.jsonl", "Denver Broncos")
+    out = tmp_path / 'out "<b>{% x %}'
+    argv = tiny_train_argv(model, out, tmp_path / "cache", "--train-file", str(data), "--validation-file", str(data))
+    train_cmd.main([*argv, "--max-steps", "1", "--batch-size", "4"])
+    card = ModelCard.load(out / "README.md")
+    assert "<img" not in card.text and "&lt;img src=x onerror=alert(1)&gt; {{ data }}.jsonl" in card.text
+    snippet = card.text.split("```python\n", 1)[1].split("```", 1)[0]
+    call = ast.parse(snippet).body[1].value  # qa = pipeline("question-answering", model=...)
+    assert call.keywords[0].value.value == out.name  # the directory's own name, as a Python string

@@ -288,3 +288,38 @@ def test_the_checkpoint_is_checked_and_its_window_limit_read_once(arranged_model
         ["--ckpt", str(arranged_model_dir), "--validation-file", str(data), "--output-dir", str(tmp_path)]
     )
     assert calls == {"position_limit": 1, "load_config": 1}
+
+
+def test_two_evaluations_into_one_directory_at_once_leave_one_whole_set(tmp_path, monkeypatch):
+    """One evaluation is held between two of its files while another writes all of its own: with the
+    directory locked the second waits, and the directory ends with the second's whole set, never the
+    first's predictions beside the second's metrics."""
+    import threading
+
+    import qa.eval.evaluator as evaluator
+
+    real_write = evaluator.write_json
+    first_file_written, go_on = threading.Event(), threading.Event()
+
+    def paused_write(path, value, **options):
+        real_write(path, value, **options)
+        if value.get("who") == "first" and threading.current_thread().name == "first":
+            first_file_written.set()
+            go_on.wait(timeout=60)
+
+    monkeypatch.setattr(evaluator, "write_json", paused_write)
+
+    def results(who):
+        return {"predictions.json": {"who": who}, "metrics.json": {"who": who}}
+
+    first = threading.Thread(target=evaluator.write_result_files, args=(tmp_path, results("first")), name="first")
+    first.start()
+    assert first_file_written.wait(timeout=60)
+    second = threading.Thread(target=evaluator.write_result_files, args=(tmp_path, results("second")))
+    second.start()
+    second.join(timeout=1)  # with the lock it is still waiting here; without, it has written both files
+    go_on.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    written = {name: json.loads((tmp_path / name).read_text())["who"] for name in ("predictions.json", "metrics.json")}
+    assert len(set(written.values())) == 1, written

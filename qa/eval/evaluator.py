@@ -34,6 +34,7 @@ from qa.files import (
     PREDICTIONS_FILE,
     REPORT_FILE,
     REPORT_HTML_FILE,
+    directory_lock,
     write_json,
     write_text_atomically,
 )
@@ -327,16 +328,19 @@ def score_answers(
 
 
 def write_result_files(output_dir: Path, results: dict[str, Any]) -> None:
-    """Write one evaluation's files (metrics.json last) and remove those of an earlier one it does not replace."""
+    """Write one evaluation's files (metrics.json last) and remove those of an earlier one it does not replace,
+    under a lock on the directory: two evaluations into one directory at once leave one whole set, never a
+    mix of both."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    for name in EVALUATION_FILES:
-        if name not in results:
-            (output_dir / name).unlink(missing_ok=True)
-    for name in sorted(results, key=lambda name: name == METRICS_FILE):
-        if name.endswith(".html"):
-            write_text_atomically(output_dir / name, results[name])
-        else:
-            write_json(output_dir / name, results[name])
+    with directory_lock(output_dir):
+        for name in EVALUATION_FILES:
+            if name not in results:
+                (output_dir / name).unlink(missing_ok=True)
+        for name in sorted(results, key=lambda name: name == METRICS_FILE):
+            if name.endswith(".html"):
+                write_text_atomically(output_dir / name, results[name])
+            else:
+                write_json(output_dir / name, results[name])
 
 
 def _null_difference(prediction: Prediction) -> float:

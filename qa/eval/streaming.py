@@ -137,9 +137,35 @@ def count_questions(source: str, read: Any) -> int:
         return sum(_question(line, source, read) is not None for line in _lines(stream))
 
 
+# How a resume names the settings that differ: by the flag that sets them (nested ones flattened).
+_SETTING_NAMES = {
+    "checkpoint": "--ckpt",
+    "calibrator": "the model's calibrator",
+    "decode.null_threshold": "--null-threshold",
+}
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and key in ("window", "decode"):
+            flat.update(_flat(value, f"{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _setting_name(key: str) -> str:
+    return _SETTING_NAMES.get(key) or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+
+
 def _differences(began: dict[str, Any], now: dict[str, Any]) -> str:
+    """The settings that differ, named by their flags: "--top-k 3 (the run began with 1)"."""
+    began, now = _flat(began), _flat(now)
     changed = [name for name in sorted(set(began) | set(now)) if began.get(name) != now.get(name)]
-    return ", ".join(f"{name} {now.get(name)!r} (the run began with {began.get(name)!r})" for name in changed)
+    return ", ".join(
+        f"{_setting_name(name)} {now.get(name)!r} (the run began with {began.get(name)!r})" for name in changed
+    )
 
 
 def stream_settings(reader: Reader, top_k: int, min_confidence: float | None, chunk_size: int) -> dict[str, Any]:

@@ -8,6 +8,9 @@ exactly what the hub parses; matplotlib draws the curves and is optional, as on 
 
 from __future__ import annotations
 
+import html
+import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,11 @@ def write_model_card(output_dir: Path, record: RunRecord) -> Path:
     return output_dir / MODEL_CARD_FILE
 
 
+def _prose(text: str) -> str:
+    """A name from the user's files as text of the card: markup shown, not rendered; one line."""
+    return html.escape(" ".join(text.split()), quote=False)
+
+
 def model_name(model: str) -> str:
     """The model a run started from, as a card names it: a hub id as given, a local directory by its own
     name (never a path of the machine it was trained on)."""
@@ -146,13 +154,16 @@ def _card_fields(record: RunRecord) -> dict[str, Any]:
     for key in (*keys, "student_layers"):
         if settings.get(key) is not None:
             shown[key.replace("_", " ")] = settings[key]
-    data = _data_names(settings, "train")
+    data = _prose(_data_names(settings, "train"))
+    directory = Path(settings["output_dir"]).name
+    model = _prose(model_name(settings["model"]))
     return {
-        "title": f"{model_name(settings['model'])} fine-tuned for extractive question answering on {data}",
-        "directory": Path(settings["output_dir"]).name,
-        "model": model_name(settings["model"]),
+        "title": f"{model} fine-tuned for extractive question answering on {data}",
+        "directory_literal": json.dumps(directory, ensure_ascii=False),  # a Python string literal, in the snippet
+        "directory_shell": shlex.quote(directory),
+        "model": model,
         "train_data": data,
-        "validation_data": _data_names(settings, "validation"),
+        "validation_data": _prose(_data_names(settings, "validation")),
         "max_train_samples": settings.get("max_train_samples"),
         "max_eval_samples": settings.get("max_eval_samples"),
         "metrics": metrics,
