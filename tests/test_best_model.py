@@ -425,3 +425,40 @@ def test_markup_and_quotes_in_file_names_are_shown_not_run_in_the_model_card(tmp
     snippet = card.text.split("```python\n", 1)[1].split("```", 1)[0]
     call = ast.parse(snippet).body[1].value  # qa = pipeline("question-answering", model=...)
     assert call.keywords[0].value.value == out.name  # the directory's own name, as a Python string
+
+
+@pytest.mark.slow
+def test_mlflow_stores_that_cannot_be_written_stop_in_one_line_and_one_failing_later_costs_nothing(
+    falling, tmp_path, monkeypatch, mlflow_store, capsys
+):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    def refused(out):
+        with pytest.raises(SystemExit) as caught:
+            train_cmd.main(falling(out, "--report-to", "mlflow", "--max-steps", "2"))
+        err = capsys.readouterr().err
+        assert caught.value.code == 2 and "Traceback" not in err
+        return err.strip().splitlines()[-1]
+
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # cannot be made
+    assert refused(tmp_path / "unwritable").startswith("error: --report-to mlflow: cannot log to sqlite:///")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://somewhere")
+    assert refused(tmp_path / "bad").startswith("error: --report-to mlflow: cannot log to nosuchscheme://somewhere")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
+    client = MlflowClient(tracking_uri=mlflow_store)
+    client.delete_experiment(client.create_experiment("gone"))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "gone")
+    line = refused(tmp_path / "deleted")
+    assert "(experiment gone)" in line and "deleted" in line.lower(), line
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fine")
+
+    def store_gone(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("the tracking store went away")
+
+    monkeypatch.setattr(mlflow, "log_metrics", store_gone)
+    out = tmp_path / "goes-on"
+    summary = train_cmd.main(falling(out, "--report-to", "mlflow"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "MLflow stopped logging" in line]
+    assert len(warnings) == 1 and summary["steps"] == 12 and (out / "model.safetensors").is_file()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from qa.errors import QAError
 from qa.files import (
     LOG_FILE,
     MLFLOW_RUN_FILE,
@@ -130,10 +131,27 @@ class MLflowLogger:
         self.mlflow: Any = None
 
     def start(self, resumed_at: int | None) -> None:
+        """A store that cannot be written (a bad URI, a read-only place, a deleted experiment) stops the run
+        here, before its first step, in one line."""
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT)
+        try:
+            self._start(resumed_at)
+        except Exception as error:  # MLflow and its stores raise many types
+            self.mlflow = None
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise QAError(
+                f"--report-to mlflow: cannot log to {mlflow.get_tracking_uri()} (experiment {self._experiment()}): "
+                f"{first_line}; fix MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME or drop --report-to mlflow"
+            ) from None
+
+    def _experiment(self) -> str:
+        return os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT
+
+    def _start(self, resumed_at: int | None) -> None:
+        mlflow = self.mlflow
+        mlflow.set_experiment(self._experiment())
         earlier = read_json_object(self.run_file, "the MLflow run").get("run_id") if self.run_file.is_file() else None
         if resumed_at is not None and isinstance(earlier, str):
             try:
@@ -155,23 +173,37 @@ class MLflowLogger:
     def _say_where(self) -> None:
         active = self.mlflow.active_run()
         print(
-            f"MLflow: run {active.info.run_id} in {self.mlflow.get_tracking_uri()} (experiment "
-            f"{os.environ.get('MLFLOW_EXPERIMENT_NAME') or MLFLOW_EXPERIMENT})",
+            f"MLflow: run {active.info.run_id} in {self.mlflow.get_tracking_uri()} (experiment {self._experiment()})",
             file=sys.stderr,
             flush=True,
         )
 
     def attach(self, files: list[Path]) -> None:
-        for path in files:
-            if path.is_file():
-                self.mlflow.log_artifact(str(path))
+        self._guarded(lambda: [self.mlflow.log_artifact(str(path)) for path in files if path.is_file()])
 
     def log(self, record: Record) -> None:
-        self.mlflow.log_metrics(scalars(record), step=record["step"])
+        self._guarded(lambda: self.mlflow.log_metrics(scalars(record), step=record["step"]))
 
     def close(self, ending: str = "FINISHED") -> None:
         if self.mlflow is not None:
-            self.mlflow.end_run(status=ending)
+            self._guarded(lambda: self.mlflow.end_run(status=ending))
+            self.mlflow = None
+
+    def _guarded(self, call: Any) -> None:
+        """A store that fails during the run costs its records, not the training: one warning, then MLflow is
+        left alone for the rest of the run (train_log.jsonl keeps every record)."""
+        if self.mlflow is None:
+            return
+        try:
+            call()
+        except Exception as error:  # MLflow and its stores raise many types
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            print(
+                f"warning: MLflow stopped logging ({type(error).__name__}: {first_line}); the run goes on, and "
+                "train_log.jsonl has every record",
+                file=sys.stderr,
+                flush=True,
+            )
             self.mlflow = None
 
 
