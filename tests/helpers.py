@@ -45,8 +45,9 @@ def make_bert_tokenizer(directory: Path, distilbert: bool = False, lowercase: bo
     return tokenizer_class(vocab=str(vocab), do_lower_case=lowercase)
 
 
-def make_tiny_model_dir(directory: Path, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide DistilBERT QA model with its tokenizer, saved like a real checkpoint."""
+def make_tiny_model_dir(directory: Path, seed: int = 0, positions: int = 512) -> Path:
+    """A 2-layer, 32-wide DistilBERT QA model (``positions`` long windows at most) with its tokenizer,
+    saved like a real checkpoint."""
     import torch
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering
 
@@ -59,7 +60,7 @@ def make_tiny_model_dir(directory: Path, seed: int = 0) -> Path:
         hidden_dim=64,
         n_layers=2,
         n_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=positions,
         pad_token_id=tokenizer.pad_token_id,
     )
     model = DistilBertForQuestionAnswering(config)

@@ -323,3 +323,27 @@ def test_two_evaluations_into_one_directory_at_once_leave_one_whole_set(tmp_path
     second.join(timeout=60)
     written = {name: json.loads((tmp_path / name).read_text())["who"] for name in ("predictions.json", "metrics.json")}
     assert len(set(written.values())) == 1, written
+
+
+def test_a_model_whose_limit_is_under_the_default_window_is_refused_in_one_line_by_every_entry(tmp_path, capsys):
+    from helpers import make_tiny_model_dir
+
+    from qa import pipeline
+    from qa.commands import predict as predict_cmd
+    from qa.commands import train as train_cmd
+
+    model = make_tiny_model_dir(tmp_path / "short", positions=64)
+    data = write_squad_json(tmp_path / "dev.json")
+    expected = f"error: --max-length 384 is longer than the model {model} accepts (64 positions)"
+    calls = [
+        lambda: predict_cmd.main(["--ckpt", str(model), "--question", "Who?", "--context", "The Broncos won."]),
+        lambda: evaluate_cmd.main(["--ckpt", str(model), "--validation-file", str(data)]),
+        lambda: train_cmd.main(["--model", str(model), "--train-file", str(data), "--output-dir", str(tmp_path / "o")]),
+    ]
+    for call in calls:
+        with pytest.raises(SystemExit) as caught:
+            call()
+        assert caught.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == expected
+    with pytest.raises(ValueError, match="max_seq_len 384 is longer than the model"):
+        pipeline(model=str(model))
+    assert not (tmp_path / "o").exists()

@@ -79,7 +79,7 @@ def pipeline(
     try:
         reader = load_reader(model, window, _decode(options), options.batch_size, precision, device=chosen)
     except QAError as error:
-        raise ValueError(str(error)) from None
+        raise ValueError(_in_argument_names(str(error))) from None
     return QuestionAnsweringPipeline(reader, options)
 
 
