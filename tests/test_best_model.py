@@ -462,3 +462,34 @@ def test_mlflow_stores_that_cannot_be_written_stop_in_one_line_and_one_failing_l
     summary = train_cmd.main(falling(out, "--report-to", "mlflow"))
     warnings = [line for line in capsys.readouterr().err.splitlines() if "MLflow stopped logging" in line]
     assert len(warnings) == 1 and summary["steps"] == 12 and (out / "model.safetensors").is_file()
+
+
+def test_tensorboard_after_a_resume_shows_each_step_once_with_the_resumed_run_s_values(tmp_path):
+    """A run killed after logging steps 2-6 but checkpointed at 4, then resumed at 4: TensorBoard shows
+    steps 2, 4 from the first part and 6, 8 from the resumed one (what the killed run logged at 6 is hidden)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from qa.train.metric_logging import TensorBoardLogger
+
+    def record(step, loss):
+        return {"step": step, "epoch": step / 8, "loss": loss, "grad_norm": 1.0, "lr": 1e-4, "windows_per_s": 3.0}
+
+    first = TensorBoardLogger(tmp_path)
+    first.start(resumed_at=None)
+    for step, loss in ((2, 4.0), (4, 3.0), (6, 2.5)):
+        first.log(record(step, loss))
+    first.close()
+    resumed = TensorBoardLogger(tmp_path)
+    resumed.start(resumed_at=4)
+    for step, loss in ((6, 2.0), (8, 1.0)):
+        resumed.log(record(step, loss))
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "runs"))
+    events.Reload()
+    assert [(event.step, event.value) for event in events.Scalars("train/loss")] == [
+        (2, 4.0),
+        (4, 3.0),
+        (6, 2.0),
+        (8, 1.0),
+    ]

@@ -102,8 +102,10 @@ class TensorBoardLogger:
     def start(self, resumed_at: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: events a killed run wrote past the checkpoint are hidden from TensorBoard.
-        self.writer = SummaryWriter(log_dir=str(self.directory), purge_step=resumed_at)
+        # purge_step: events a killed run wrote past the checkpoint are hidden from TensorBoard; the step of the
+        # checkpoint itself was logged before it was saved, so it stays (purge_step hides that step and after).
+        purge = resumed_at + 1 if resumed_at is not None else None
+        self.writer = SummaryWriter(log_dir=str(self.directory), purge_step=purge)
 
     def log(self, record: Record) -> None:
         for name, value in scalars(record).items():
