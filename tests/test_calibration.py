@@ -284,3 +284,23 @@ def test_calibrate_on_v1_data_fits_no_no_answer_part(arranged_model_dir, tmp_pat
     assert "no answer" not in capsys.readouterr().err
     stored = json.loads((model / "config.json").read_text())["qa_calibration"]
     assert stored["null_slope"] is None and stored["null_fitted_on"] == 0
+
+
+def test_a_hand_edited_or_outdated_stored_calibrator_is_not_applied_and_is_named(arranged_model_dir, tmp_path, capsys):
+    from qa.model.carried import store_carried
+
+    model = tmp_path / "model"
+    shutil.copytree(arranged_model_dir, model)
+    uncalibrated = ask(model, capsys)
+    for stored in (
+        {"method": "platt", "feature": "span_logit", "slope": "steep", "intercept": 1.0, "fitted_on": 300},
+        {"method": "platt", "feature": "span_logit", "slope": 2.0, "intercept": 1.0, "fitted_on": 300},  # no support
+        [1, 2],
+    ):
+        store_carried(model, calibration=stored)
+        predict_cmd.main(["--ckpt", str(model), "--question", "Who won?", "--context", CONTEXT, "--json"])
+        out, err = capsys.readouterr()
+        assert json.loads(out) == uncalibrated
+        assert (
+            "stored calibrator (config.json qa_calibration) cannot be read or was stored by an earlier version" in err
+        )
