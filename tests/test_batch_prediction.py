@@ -386,3 +386,32 @@ def test_the_progress_bar_moves_with_the_questions_of_a_chunk_not_once_per_chunk
     data = questions_file(tmp_path / "in.jsonl", 12)
     run(arranged_model_dir, str(data), "--chunk-size", "1000", "--batch-size", "1", capsys=capsys)
     assert sum(updates) == 12 and len(updates) >= 6 and all(count > 0 for count in updates), updates
+
+
+def test_every_refusal_about_the_output_comes_before_the_model_loads(arranged_model_dir, tmp_path, capsys, monkeypatch):
+    import qa.eval.answering as answering
+    from qa.eval.stream_output import OutputLock
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(answering, "load_reader", no_model)
+    data = questions_file(tmp_path / "in.jsonl", 3)
+    existing = tmp_path / "existing.jsonl"
+    existing.write_text("")
+    locked = tmp_path / "locked.jsonl"
+    holder = OutputLock(locked)
+    try:
+        cases = [
+            (["--output", str(existing)], "exists; --resume continues"),
+            (["--output", str(tmp_path / "missing.jsonl"), "--resume"], "does not exist; run without --resume"),
+            (["--output", str(tmp_path / "no" / "dir.jsonl")], "no such directory"),
+            (["--output", str(tmp_path)], "is a directory"),
+            (["--output", str(data), "--overwrite"], "is the input file"),
+            (["--output", os.devnull, "--resume"], "written as a stream with no record"),
+            (["--output", str(locked)], "another run"),
+        ]
+        for flags, why in cases:
+            assert why in refusal(capsys, arranged_model_dir, str(data), *flags), flags
+    finally:
+        holder.release()

@@ -493,3 +493,20 @@ def test_tensorboard_after_a_resume_shows_each_step_once_with_the_resumed_run_s_
         (6, 2.0),
         (8, 1.0),
     ]
+
+
+def test_an_over_long_setting_is_logged_to_mlflow_cut_short_and_the_run_goes_on(tmp_path, mlflow_store):
+    from mlflow.tracking import MlflowClient
+
+    from qa.train.metric_logging import MLflowLogger
+
+    out = tmp_path / "out"
+    out.mkdir()
+    files = [f"/data/{'x' * 200}-{n}.json" for n in range(60)]  # 12,000 characters of --train-file
+    logger = MLflowLogger(out, {"lr": 1e-4, "train_file": files})
+    logger.start(resumed_at=None)
+    logger.log({"step": 2, "epoch": 0.5, "loss": 1.5, "grad_norm": 1.0, "lr": 1e-4, "windows_per_s": 3.0})
+    logger.close()
+    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    run = MlflowClient(tracking_uri=mlflow_store).get_run(run_id)
+    assert 0 < len(run.data.params["train_file"]) <= 6000 and run.data.metrics["train/loss"] == 1.5
