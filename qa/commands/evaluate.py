@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +20,13 @@ def config_from_args(argv: list[str] | None = None) -> EvaluateConfig:
 
 
 def _writable_output_dir(config: EvaluateConfig) -> Path:
-    """Where the result files go, checked before inference rather than after it has run."""
+    """Where the result files go, checked before inference rather than after it has run; by the process
+    that writes them (under torchrun, rank 0: the ranks' probes would race on the directory they made)."""
     output_dir = Path(config.output_dir or (config.ckpt if Path(config.ckpt).is_dir() else "evaluation"))
     if output_dir.exists() and not output_dir.is_dir():
         raise QAError(f"--output-dir {output_dir} is a file, not a directory")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return output_dir
     probe = output_dir / ".write-test"
     created = not output_dir.exists()
     try:

@@ -141,7 +141,7 @@ class MLflowLogger:
         try:
             self._start(resumed_at)
         except Exception as error:  # MLflow and its stores raise many types
-            self.mlflow = None
+            self._end_quietly()
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise QAError(
                 f"--report-to mlflow: cannot log to {mlflow.get_tracking_uri()} (experiment {self._experiment()}): "
@@ -206,7 +206,17 @@ class MLflowLogger:
                 file=sys.stderr,
                 flush=True,
             )
-            self.mlflow = None
+            self._end_quietly()
+
+    def _end_quietly(self) -> None:
+        """Leave no MLflow run open in this process after a failure (the store may refuse that too)."""
+        if self.mlflow is not None:
+            try:
+                if self.mlflow.active_run() is not None:
+                    self.mlflow.end_run(status="FAILED")
+            except Exception:  # the store that failed may fail again: nothing more to do
+                pass
+        self.mlflow = None
 
 
 def flat_params(settings: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
