@@ -5,7 +5,7 @@ Layers, each a sub-package that imports only itself, the base modules and lower 
 
   base      errors, files (run file names, JSON, atomic writes), text (the one text rule), hub
   config    the command dataclasses, grouped, and the command line made from them
-  data      examples, questions, windows, batches           | model  loading, threshold, student, runtime
+  data      examples, questions, windows, batches           | model  loading, carried, student | runtime
   eval      inference, decoding, scoring, metrics, answering
   train     recipe, loop, optimization, checkpoints, ...    | serve  api, batcher, app, server, page
                                                             | api    pipeline: the Python entry point

@@ -1,7 +1,7 @@
 """SQuAD v1.1 and v2.0 exact match and F1, exactly as the official evaluation scripts compute them.
 
 The pure functions here are what the evaluator calls. ``load_squad_metric``
-returns the same computation as an `evaluate` module (``qa/squad_v1``), usable
+returns the same computation as an `evaluate` module (``qa/eval/squad_v1``), usable
 offline where ``evaluate.load("squad")`` would need the hub.
 """
 

@@ -4,7 +4,7 @@ Same inputs and outputs as the hub's ``squad`` metric:
 ``predictions=[{"id", "prediction_text"}]``,
 ``references=[{"id", "answers": {"text": [...], "answer_start": [...]}}]``,
 returning ``{"exact_match", "f1"}`` in percent. Load it with
-``qa.eval.metrics.load_squad_metric()`` or ``evaluate.load("qa/squad_v1")``.
+``qa.eval.metrics.load_squad_metric()`` or ``evaluate.load("qa/eval/squad_v1")``.
 """
 
 import datasets
