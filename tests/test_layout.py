@@ -201,3 +201,41 @@ def test_every_third_party_package_qa_imports_is_declared():
     needed = {normal(name) for name in top} | ({"tensorboard"} if "torch.utils.tensorboard" in imported else set())
     assert {"torch", "jinja2", "mlflow", "tensorboard"} <= needed  # the scan sees lazy imports too
     assert needed - declared == set()
+
+
+def test_every_dotted_name_the_docs_and_docstrings_give_exists():
+    """A `qa.module.name` written in README, docs/, bench/ or qa/'s docstrings and comments names a module,
+    class, function or field that exists (renames leave no stale pointers)."""
+    import dataclasses
+    import importlib
+    import re
+
+    files = [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md"), *(REPO_ROOT / "bench").glob("*.py")]
+    files += [*PACKAGE.rglob("*.py"), *(REPO_ROOT / name for name in ("train.py", "evaluate.py", "predict.py"))]
+    named = re.compile(r"`(qa(?:\.[A-Za-z_][A-Za-z0-9_]*)+)`")
+
+    def exists(name):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            for attribute in parts[cut:]:
+                fields = {item.name for item in dataclasses.fields(found)} if dataclasses.is_dataclass(found) else set()
+                if attribute in fields:
+                    return attribute == parts[-1]
+                if not hasattr(found, attribute):
+                    return False
+                found = getattr(found, attribute)
+            return True
+        return False
+
+    assert exists("qa.eval.calibration.Calibrator.precision") and not exists("qa.metrics.import_evaluate_library")
+    stale = sorted(
+        f"{path.relative_to(REPO_ROOT)}: {name}"
+        for path in files
+        for name in set(named.findall(path.read_text()))
+        if not exists(name)
+    )
+    assert not stale, stale
