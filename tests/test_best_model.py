@@ -321,6 +321,9 @@ def mlflow_store(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    # MLflow keeps a new experiment's artifacts under ./mlruns of the working directory: the test's, not the
+    # repository's
+    monkeypatch.chdir(tmp_path)
     return store
 
 
