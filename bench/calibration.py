@@ -56,6 +56,21 @@ def print_table(scores: dict[str, np.ndarray], correct: np.ndarray) -> None:
         )
 
 
+def answered(reader, examples):
+    """The reader's answers to ``examples`` (with n-best lists) and whether each is exactly right (0/1);
+    bench/calibration_bounds.py uses it too."""
+    from qa.eval.evaluator import answer_examples
+    from qa.eval.metrics import v2_raw_scores
+
+    predictions = answer_examples(
+        reader.model, reader.tokenizer, examples, reader.settings, reader.runtime, with_nbest=True
+    )
+    ids = list(examples["id"])
+    golds = {i: list(g["text"]) for i, g in zip(ids, examples["answers"])}
+    exact, _ = v2_raw_scores({i: p.text for i, p in zip(ids, predictions)}, golds)
+    return predictions, np.array([exact[i] for i in ids], dtype=float)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True)
@@ -69,7 +84,6 @@ def main() -> None:
     from qa.eval.answering import load_reader
     from qa.eval.calibration import fit_calibrator, uncalibrated_confidence
     from qa.eval.evaluator import answer_examples
-    from qa.eval.metrics import v2_raw_scores
     from qa.eval.reliability import calibration_bins
     from qa.model.loading import load_config
 
@@ -81,13 +95,7 @@ def main() -> None:
     window = settings_as_trained(WindowSettings, {"ckpt": args.ckpt})
     reader = load_reader(args.ckpt, window, DecodeSettings(), None, args.precision)
     examples = load_examples(file=str(DEV), for_training=False)
-    predictions = answer_examples(
-        reader.model, reader.tokenizer, examples, reader.settings, reader.runtime, with_nbest=True
-    )
-    ids = list(examples["id"])
-    golds = {i: list(g["text"]) for i, g in zip(ids, examples["answers"])}
-    exact, _ = v2_raw_scores({i: p.text for i, p in zip(ids, predictions)}, golds)
-    correct = np.array([exact[i] for i in ids], dtype=float)
+    predictions, correct = answered(reader, examples)
     log_probs = np.array([p.log_prob for p in predictions], dtype=float)
     nbest_softmax = np.array([p.nbest[0].probability for p in predictions], dtype=float)
     fit, test = slice(0, args.fit), slice(args.fit, None)

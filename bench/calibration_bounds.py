@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from calibration import answered  # bench/calibration.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT.parent / "shared" / "data" / "squad-v1.1" / "dev-v1.1-part1.json"
@@ -45,20 +46,6 @@ def shifted(examples):
         rows["context"].append(sentence)
         rows["answers"].append({"text": texts or row["answers"]["text"], "answer_start": [0] * len(texts or [0])})
     return rows
-
-
-def answered(reader, examples):
-    from qa.eval.evaluator import answer_examples
-    from qa.eval.metrics import v2_raw_scores
-
-    predictions = answer_examples(
-        reader.model, reader.tokenizer, examples, reader.settings, reader.runtime, with_nbest=True
-    )
-    ids = list(examples["id"])
-    golds = {i: list(g["text"]) for i, g in zip(ids, examples["answers"])}
-    exact, _ = v2_raw_scores({i: p.text for i, p in zip(ids, predictions)}, golds)
-    correct = np.array([exact[i] for i in ids], dtype=float)
-    return predictions, correct
 
 
 def line(calibrator, log_probs):
