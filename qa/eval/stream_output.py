@@ -108,18 +108,19 @@ def read_progress(output: Path, chunk_size: int) -> Progress:
     return progress
 
 
-def file_digest(handle: BinaryIO, size: int) -> str:
-    """sha256 of the first ``size`` bytes of an open file."""
-    digest = hashlib.sha256()
+def prefix_digest(handle: BinaryIO, size: int) -> tuple[Any, int]:
+    """sha256 (the hash object, to go on with) and line count of the first ``size`` bytes of an open file,
+    read a block at a time: an output of any size is checked in bounded memory."""
+    digest, lines, left = hashlib.sha256(), 0, size
     handle.seek(0)
-    left = size
     while left > 0:
         block = handle.read(min(_HASH_BLOCK, left))
         if not block:
             break
         digest.update(block)
+        lines += block.count(b"\n")
         left -= len(block)
-    return digest.hexdigest()
+    return digest, lines
 
 
 def is_stream(path: Path) -> bool:
@@ -197,9 +198,8 @@ def check_resumable(output: Path, progress: Progress) -> None:
         size = os.fstat(handle.fileno()).st_size
         if size < progress.output_bytes:
             raise QAError(f"--resume: {output} is shorter than its progress record says: start again with --overwrite")
-        handle.seek(0)
-        head = handle.read(progress.output_bytes)
-    if hashlib.sha256(head).hexdigest() != progress.output_digest or head.count(b"\n") != progress.questions_done:
+        digest, lines = prefix_digest(handle, progress.output_bytes)
+    if digest.hexdigest() != progress.output_digest or lines != progress.questions_done:
         raise QAError(
             f"--resume: {output} changed since the run wrote it (its first {progress.output_bytes} bytes differ from "
             "the record); start again with --overwrite"
@@ -219,7 +219,7 @@ class Sink:
             return
         if recorded:
             with output.open("rb") as handle:  # the output as resumed (cut back to what the record holds)
-                self.digest.update(handle.read(progress.output_bytes))
+                self.digest, _ = prefix_digest(handle, progress.output_bytes)
         try:
             self.file = (output, output.open("ab" if recorded else "wb"))
         except OSError as error:
