@@ -74,9 +74,10 @@ class Reader:
         if predictions is None:  # a rank other than 0
             return []
         if align_to_words:
+            words = word_spans(self.tokenizer, columns["context"])
             predictions = [
-                aligned_to_words(prediction, word_spans(self.tokenizer, context), context)
-                for prediction, context in zip(predictions, columns["context"])
+                aligned_to_words(prediction, spans, context)
+                for prediction, spans, context in zip(predictions, words, columns["context"])
             ]
         threshold, calibrator = self.settings.decode.null_threshold, self.settings.calibrator
         results, begin = [], 0

@@ -21,16 +21,21 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def word_spans(tokenizer: PreTrainedTokenizerBase, text: str) -> list[tuple[int, int]]:
-    """The character span [start, end) of each word of ``text``, in order."""
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    spans: dict[int, list[int]] = {}
-    for word, (start, end) in zip(encoding.word_ids(), encoding["offset_mapping"]):
-        if word is None or end <= start:
-            continue
-        span = spans.setdefault(word, [start, end])
-        span[0], span[1] = min(span[0], start), max(span[1], end)
-    return sorted((start, end) for start, end in spans.values())
+def word_spans(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[tuple[int, int]]]:
+    """The character span [start, end) of each word of each text, in order: one tokenizer call for the
+    distinct texts (a list of questions often shares its contexts)."""
+    distinct = list(dict.fromkeys(texts))
+    encoding = tokenizer(distinct, add_special_tokens=False, return_offsets_mapping=True)
+    found: dict[str, list[tuple[int, int]]] = {}
+    for row, text in enumerate(distinct):
+        spans: dict[int, list[int]] = {}
+        for word, (start, end) in zip(encoding.word_ids(row), encoding["offset_mapping"][row]):
+            if word is None or end <= start:
+                continue
+            span = spans.setdefault(word, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+        found[text] = sorted((start, end) for start, end in spans.values())
+    return [found[text] for text in texts]
 
 
 def widen(words: list[tuple[int, int]], start: int, end: int, text: str) -> tuple[int, int]:
