@@ -59,14 +59,15 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     args = parser.parse_args()
 
+    out = Path(args.output_dir)
+    if out.exists() and not args.overwrite:  # refused before torch is imported
+        sys.exit(f"--output-dir {out} exists; --overwrite replaces it")
+
     import torch
 
     if not torch.cuda.is_available() and not args.smoke:
         sys.exit("no CUDA device: the full run is for a GPU machine (--smoke runs on the CPU, to check the script)")
-    out = Path(args.output_dir)
     if out.exists():
-        if not args.overwrite:
-            sys.exit(f"--output-dir {out} exists; --overwrite replaces it")
         shutil.rmtree(out)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     data = ["--train-file", *args.train_file] if args.train_file else []
