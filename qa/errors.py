@@ -60,3 +60,9 @@ def _say(line: str) -> None:
     interleave within a line."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """An exception's message as one line for a one-line error: its first line (cut at ``limit``), or its type."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

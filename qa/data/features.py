@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any
 
 from qa.config.settings import WindowSettings
-from qa.errors import QAError
+from qa.errors import QAError, first_line
 from qa.text import ends_invisibly, starts_invisibly
 
 if TYPE_CHECKING:
@@ -197,8 +197,8 @@ def _encode_windows(
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # the Rust library's PanicException is not an Exception
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise QAError(f"the tokenizer failed on these questions ({type(error).__name__}: {first_line})") from None
+        why = f"{type(error).__name__}: {first_line(error)}"
+        raise QAError(f"the tokenizer failed on these questions ({why})") from None
     return encoded, 1 if question_first else 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.config.settings import WindowSettings
-from qa.errors import QAError
+from qa.errors import QAError, first_line
 from qa.hub import hub_unreachable, unreachable_note
 
 if TYPE_CHECKING:  # transformers is imported when a model is loaded, not when the command line is read
@@ -198,10 +198,9 @@ def _check_local_directory(name_or_path: str) -> None:
 
 
 def _load_problem(name_or_path: str, what: str, error: Exception) -> str:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if Path(name_or_path).exists():
-        return f"{name_or_path}: cannot load the {what} from this directory ({first_line})"
+        return f"{name_or_path}: cannot load the {what} from this directory ({first_line(error)})"
     return (
         f"{name_or_path}: no such local directory, and loading the {what} from the Hugging Face hub failed "
-        f"({first_line}{unreachable_note()}); offline, pass a local model directory"
+        f"({first_line(error)}{unreachable_note()}); offline, pass a local model directory"
     )

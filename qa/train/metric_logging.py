@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from qa.errors import QAError
+from qa.errors import QAError, first_line
 from qa.files import (
     LOG_FILE,
     MLFLOW_RUN_FILE,
@@ -142,10 +142,9 @@ class MLflowLogger:
             self._start(resumed_at)
         except Exception as error:  # MLflow and its stores raise many types
             self._end_quietly()
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise QAError(
                 f"--report-to mlflow: cannot log to {mlflow.get_tracking_uri()} (experiment {self._experiment()}): "
-                f"{first_line}; fix MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME or drop --report-to mlflow"
+                f"{first_line(error, 300)}; fix MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME or drop --report-to mlflow"
             ) from None
 
     def _experiment(self) -> str:
@@ -199,10 +198,9 @@ class MLflowLogger:
         try:
             call()
         except Exception as error:  # MLflow and its stores raise many types
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             print(
-                f"warning: MLflow stopped logging ({type(error).__name__}: {first_line}); the run goes on, and "
-                "train_log.jsonl has every record",
+                f"warning: MLflow stopped logging ({type(error).__name__}: {first_line(error, 300)}); the run goes on, "
+                "and train_log.jsonl has every record",
                 file=sys.stderr,
                 flush=True,
             )
